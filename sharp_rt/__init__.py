@@ -1,0 +1,14 @@
+"""sharp-rt: an exportable, optimized inference runtime for Apple's SHARP.
+
+Importing ``sharp_rt`` is light: numpy only.  torch, onnxruntime and TensorRT
+are imported when a backend that needs them is used.
+"""
+
+from __future__ import annotations
+
+from sharp_rt.errors import SharpError
+from sharp_rt.gaussians import Gaussians
+
+__version__ = "0.1.0"
+
+__all__ = ["Gaussians", "SharpError", "__version__"]

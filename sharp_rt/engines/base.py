@@ -1,0 +1,75 @@
+"""The one small interface every backend implements.
+
+```
+engine = load_engine(...)          # TensorRT / ONNX Runtime / PyTorch, see sharp_rt.engines
+engine.info                        # backend, device, precision, resolution S, I/O specs
+outputs = engine.run(image, disparity_factor)
+    image:            float32 [B, 3, S, S] in [0, 1]
+    disparity_factor: float32 [B]  (= f_px / image width)
+    outputs:          NDC Gaussians, float32, names of the engine contract:
+                      mean_vectors [B, N, 3], singular_values [B, N, 3],
+                      quaternions [B, N, 4], colors [B, N, 3], opacities [B, N]
+engine.close()                     # or use it as a context manager
+```
+
+Engines are not thread-safe: use one engine per thread (or serialize calls).
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from sharp_rt.export.manifest import INPUT_NAMES, OUTPUT_NAMES
+
+__all__ = ["INPUT_NAMES", "OUTPUT_NAMES", "Engine", "EngineInfo"]
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineInfo:
+    """What an engine is and runs on."""
+
+    backend: str  # "tensorrt", "onnxruntime" or "torch"
+    device: str  # e.g. "cpu", "cuda:0", or the ONNX Runtime provider list
+    precision: str  # "fp32", "fp16" or "bf16"
+    resolution: int  # S, side of the square input image
+    num_gaussians: int  # N per image
+    max_batch: int | None  # largest batch (None: unbounded)
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)  # backend-specific facts
+
+
+class Engine(abc.ABC):
+    """A loaded SHARP network that maps preprocessed images to NDC Gaussians."""
+
+    info: EngineInfo
+
+    @abc.abstractmethod
+    def run(self, image: np.ndarray, disparity_factor: np.ndarray) -> dict[str, np.ndarray]:
+        """image: float32 [B, 3, S, S]; disparity_factor: float32 [B] -> the five NDC outputs."""
+
+    def close(self) -> None:
+        """Release the backend's resources (memory, sessions, CUDA context)."""
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def check_inputs(self, image: np.ndarray, disparity_factor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Validate shapes and convert to contiguous float32."""
+        size = self.info.resolution
+        image = np.ascontiguousarray(image, dtype=np.float32)
+        disparity_factor = np.ascontiguousarray(disparity_factor, dtype=np.float32).reshape(-1)
+        if image.ndim != 4 or image.shape[1:] != (3, size, size):
+            raise ValueError(f"image must be [B, 3, {size}, {size}], got {list(image.shape)}")
+        if disparity_factor.shape != (image.shape[0],):
+            raise ValueError(
+                f"disparity_factor must be [{image.shape[0]}], got {list(disparity_factor.shape)}"
+            )
+        if self.info.max_batch is not None and image.shape[0] > self.info.max_batch:
+            raise ValueError(f"batch {image.shape[0]} exceeds this engine's maximum {self.info.max_batch}")
+        return image, disparity_factor

@@ -1,0 +1,53 @@
+"""``sharp_rt.export``: SHARP -> ONNX (fp32 / mixed fp16) and TensorRT engines, validated at export.
+
+| piece                                              | module             |
+| -------------------------------------------------- | ------------------ |
+| manifest format, ``read_manifest`` (light import)  | ``manifest``       |
+| end-to-end ``export_engine``                       | ``pipeline``       |
+| the exported function, exporter settings, checks   | ``onnx_export``    |
+| mixed-precision fp16 layout                        | ``precision``      |
+| probe input, ONNX Runtime run, error measures      | ``validate``       |
+| TensorRT build, plan environment checks            | ``tensorrt_build`` |
+| the ``sharp-rt export`` command                    | ``cli``            |
+
+Importing this package loads only the manifest module (standard library);
+torch, onnx, onnxruntime and TensorRT are imported when used.
+The artifact layout and I/O contract: ``docs/engine-contract.md``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sharp_rt.export.manifest import (
+    INPUT_NAMES,
+    OPSET,
+    OUTPUT_NAMES,
+    Manifest,
+    TensorSpec,
+    read_manifest,
+    verify_files,
+)
+
+if TYPE_CHECKING:
+    from sharp_rt.export.pipeline import ExportResult, export_engine
+
+__all__ = [
+    "INPUT_NAMES",
+    "OPSET",
+    "OUTPUT_NAMES",
+    "ExportResult",
+    "Manifest",
+    "TensorSpec",
+    "export_engine",
+    "read_manifest",
+    "verify_files",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("export_engine", "ExportResult"):
+        from sharp_rt.export import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

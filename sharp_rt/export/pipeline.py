@@ -1,0 +1,303 @@
+"""``sharp-rt export`` end to end: checkpoint -> validated ONNX (+ TensorRT plan) + manifest.
+
+```
+read checkpoint, detect config, sha256
+  ├─ (validate) sharp_ref fp32 on the probe ──────────────────────┐ reference outputs
+  ├─ (fp16) to_mixed_fp16, in place                                │
+  ├─ export to <out>/.export-<pid>/model.onnx(+.data); free model  │
+  ├─ onnx.checker + shape inference                                │
+  ├─ (validate) ONNX Runtime on the probe ── compare ─────────────┘ -> errors
+  ├─ move the files into <out>/  (old manifest removed first)
+  ├─ (tensorrt) build model.plan from model.onnx
+  └─ write manifest.json last (atomic)
+```
+
+Memory: the torch model is freed before ONNX Runtime loads the graph, so the
+peak is max(reference forward, exporter, ORT session), not their sum.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import gc
+import os
+import platform
+import resource
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sharp_rt.errors import EngineError, OutputError, SharpError
+from sharp_rt.export.manifest import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    ONNX_DATA_NAME,
+    ONNX_NAME,
+    OPSET,
+    PLAN_NAME,
+    PRECISIONS,
+    Manifest,
+    file_record,
+    io_specs,
+    parse_manifest,
+    write_manifest,
+)
+
+TARGETS = ("onnx", "tensorrt")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export_engine` wrote."""
+
+    manifest: Manifest  # the manifest as written (``manifest.directory`` is the artifact directory)
+    seconds: float  # wall time of the whole export
+    peak_rss_mib: float  # peak resident memory of this process so far
+
+    @property
+    def passed(self) -> bool:
+        """False only when validation ran and failed."""
+        return self.manifest.validation_status != "failed"
+
+
+def default_out_dir(config_name: str, precision: str) -> Path:
+    """``engines/<config>-<precision>`` relative to the working directory."""
+    return Path("engines") / f"{config_name}-{precision}"
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process, MiB (Linux ``ru_maxrss`` is in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _versions() -> dict[str, str]:
+    import onnx
+    import torch
+
+    from sharp_rt import __version__
+
+    versions = {
+        "sharp_rt": __version__,
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "python": platform.python_version(),
+    }
+    for module in ("onnxscript", "onnxruntime"):
+        try:
+            versions[module] = __import__(module).__version__
+        except ImportError:
+            pass
+    return versions
+
+
+def _checkpoint_path(checkpoint: str | Path | None) -> Path:
+    from sharp_rt.sharp_ref.checkpoint import default_checkpoint_path, download_checkpoint
+
+    if checkpoint is not None:
+        return Path(checkpoint)
+    path = default_checkpoint_path()
+    if not path.is_file():
+        download_checkpoint(path)
+    return path
+
+
+def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
+    ours = [out_dir / name for name in (MANIFEST_NAME, ONNX_NAME, ONNX_DATA_NAME, PLAN_NAME)]
+    existing = [path for path in ours if path.exists()]
+    if existing and not overwrite:
+        raise OutputError(
+            f"{out_dir} already holds an engine ({existing[0].name})", hint="pass --overwrite to replace it"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _validate(
+    onnx_path: Path, probe, reference, precision: str, log: Callable[[str], None]
+) -> dict[str, Any]:
+    import onnxruntime
+
+    from sharp_rt.export.validate import compare_outputs, onnxruntime_session, run_onnx
+
+    started = time.perf_counter()
+    try:
+        session = onnxruntime_session(onnx_path)
+        outputs = run_onnx(session, *probe)
+    except Exception as error:  # onnxruntime raises its own exception types
+        raise EngineError(
+            f"ONNX Runtime cannot run the exported model: {str(error).splitlines()[0]}"
+        ) from None
+    del session
+    result = compare_outputs(outputs, reference, precision)
+    result["runtime"] = f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider"
+    result["probe"] = {
+        "kind": "smooth synthetic image (sharp_rt.export.validate.probe_image)",
+        "batch": int(probe[0].shape[0]),
+        "disparity_factor": [float(v) for v in probe[1]],
+    }
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    worst = max(result["outputs"].items(), key=lambda item: item[1]["p99_rel"])
+    log(
+        f"Validation {result['status']}: worst p99 relative error {worst[1]['p99_rel']:.1e} ({worst[0]}), "
+        f"covariances {result['covariances']['p99_rel']:.1e}"
+    )
+    return result
+
+
+def _validate_plan(plan: Path, probe, reference, precision: str, validation: dict, log) -> dict[str, Any]:
+    """Run the fresh plan on the probe too; its result goes to ``validation["tensorrt"]``."""
+    import tensorrt as trt
+
+    from sharp_rt.export.tensorrt_build import run_plan
+    from sharp_rt.export.validate import compare_outputs
+
+    engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan.read_bytes())
+    result = compare_outputs(run_plan(engine, *probe), reference, precision)
+    log(f"TensorRT validation {result['status']}: covariances p99 {result['covariances']['p99_rel']:.1e}")
+    failures = validation["failures"] + [f"tensorrt {failure}" for failure in result["failures"]]
+    status = "failed" if failures else "passed"
+    return {**validation, "status": status, "failures": failures, "tensorrt": result}
+
+
+def export_engine(
+    checkpoint: str | Path | None = None,
+    *,
+    precision: str = "fp32",
+    target: str = "onnx",
+    out_dir: str | Path | None = None,
+    validate: bool = True,
+    dynamic_batch: bool = False,
+    overwrite: bool = False,
+    log: Callable[[str], None] = lambda message: None,
+) -> ExportResult:
+    """Export a SHARP checkpoint to an artifact directory (see the module docstring).
+
+    checkpoint: .pt / .safetensors; None: the official checkpoint in the cache (downloaded if missing).
+    precision: ``fp32`` or ``fp16`` (mixed precision carried by the ONNX graph).
+    target: ``onnx``, or ``tensorrt`` (also builds ``model.plan``; needs TensorRT and a GPU).
+    out_dir: default ``engines/<config>-<precision>``.
+    validate: run the ONNX with ONNX Runtime on a probe and compare with ``sharp_ref`` fp32.
+    A failed validation still writes everything (manifest marked ``failed``):
+    check :attr:`ExportResult.passed`.  User errors raise :class:`SharpError`.
+    """
+    started = time.perf_counter()
+    if precision not in PRECISIONS:
+        raise SharpError(f"Unknown precision {precision!r}", hint="choose fp32 or fp16")
+    if target not in TARGETS:
+        raise SharpError(f"Unknown target {target!r}", hint="choose onnx or tensorrt")
+    if target == "tensorrt":
+        from sharp_rt.export.tensorrt_build import tensorrt_environment
+
+        tensorrt_environment()  # fails fast, in one line, without TensorRT or a GPU
+
+    from sharp_rt.export.onnx_export import check_onnx, export_onnx
+    from sharp_rt.export.precision import to_mixed_fp16
+    from sharp_rt.export.validate import probe_image, reference_outputs
+    from sharp_rt.sharp_ref.checkpoint import (
+        detect_config,
+        file_sha256,
+        predictor_from_state_dict,
+        read_state_dict,
+    )
+
+    checkpoint_path = _checkpoint_path(checkpoint)
+    state = read_state_dict(checkpoint_path)
+    config = detect_config(state)
+    out = Path(out_dir) if out_dir is not None else default_out_dir(config.name, precision)
+    _prepare_out_dir(out, overwrite)
+    log(
+        f"Exporting {config.name} ({config.internal_resolution} px, {config.num_gaussians:,} Gaussians) "
+        f"as {precision} to {out}/"
+    )
+    sha256 = file_sha256(checkpoint_path)
+    # Copy the memory-mapped tensors into ordinary memory: the reference forward on
+    # torch.load(mmap=True) weights measured 2x the CPU time (ViT-L blocks, 2 threads).
+    model = predictor_from_state_dict({key: tensor.clone() for key, tensor in state.items()}, config)
+    del state
+
+    probe = reference = None
+    if validate:
+        probe = probe_image(config.internal_resolution, batch=2 if dynamic_batch else 1)
+        reference = reference_outputs(model, *probe)
+        log(f"Reference (sharp_ref fp32) computed in {time.perf_counter() - started:.1f} s")
+    if precision == "fp16":
+        to_mixed_fp16(model)
+
+    staging = out / f".export-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        t0 = time.perf_counter()
+        export_onnx(
+            model,
+            staging / ONNX_NAME,
+            dynamic_batch=dynamic_batch,
+            metadata={
+                "sharp_rt.config": config.name,
+                "sharp_rt.precision": precision,
+                "sharp_rt.checkpoint_sha256": sha256,
+            },
+        )
+        export_seconds = time.perf_counter() - t0
+        del model
+        gc.collect()
+        log(f"ONNX written in {export_seconds:.1f} s; checking it")
+        check_onnx(staging / ONNX_NAME, config.internal_resolution, config.num_gaussians, dynamic_batch)
+        validation: dict[str, Any] = {"status": "skipped"}
+        if validate:
+            validation = _validate(staging / ONNX_NAME, probe, reference, precision, log)
+        (out / MANIFEST_NAME).unlink(missing_ok=True)  # never leave a manifest describing other files
+        (out / PLAN_NAME).unlink(missing_ok=True)
+        for name in (ONNX_NAME, ONNX_DATA_NAME):
+            os.replace(staging / name, out / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+    tensorrt_section = None
+    if target == "tensorrt":
+        from sharp_rt.export.tensorrt_build import build_plan
+
+        tensorrt_section = build_plan(
+            out / ONNX_NAME,
+            out / PLAN_NAME,
+            resolution=config.internal_resolution,
+            dynamic_batch=dynamic_batch,
+            log=log,
+        )
+        if validate:
+            validation = _validate_plan(out / PLAN_NAME, probe, reference, precision, validation, log)
+
+    files = {"onnx": file_record(out / ONNX_NAME), "onnx_data": file_record(out / ONNX_DATA_NAME)}
+    if tensorrt_section is not None:
+        files["plan"] = file_record(out / PLAN_NAME)
+    inputs, outputs = io_specs(config.internal_resolution, config.num_gaussians, None if dynamic_batch else 1)
+    seconds = time.perf_counter() - started
+    data = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "config": config.name,
+        "internal_resolution": config.internal_resolution,
+        "num_gaussians": config.num_gaussians,
+        "precision": precision,
+        "opset": OPSET,
+        "dynamic_batch": dynamic_batch,
+        "inputs": [spec.to_json() for spec in inputs],
+        "outputs": [spec.to_json() for spec in outputs],
+        "checkpoint": {"sha256": sha256, "file": checkpoint_path.name},
+        "files": {role: record.to_json() for role, record in files.items()},
+        "validation": validation,
+        "tensorrt": tensorrt_section,
+        "export": {
+            "exporter": "torch.onnx.export(dynamo=True)",
+            "onnx_seconds": round(export_seconds, 1),
+            "seconds": round(seconds, 1),
+            "peak_rss_mib": round(peak_rss_mib()),
+        },
+        "versions": _versions(),
+    }
+    write_manifest(out, data)
+    return ExportResult(parse_manifest(data, out), seconds, peak_rss_mib())

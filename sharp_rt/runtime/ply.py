@@ -1,0 +1,232 @@
+"""3DGS ``.ply`` files in ml-sharp's layout (``save_ply``), written in one vectorized pass.
+
+Layout (binary little endian; every ``property`` on its own header line)::
+
+    element vertex N    x y z f_dc_0 f_dc_1 f_dc_2 opacity scale_0 scale_1 scale_2 rot_0..rot_3  (float)
+    element extrinsic 16   float   identity 4x4, row-major
+    element intrinsic 9    float   [f, 0, W/2, 0, f, H/2, 0, 0, 1] of the original image
+    element image_size 2   uint    [W, H]
+    element frame 2        int     [1, N]
+    element disparity 2    float   10% and 90% quantiles of 1/z (torch.quantile, linear)
+    element color_space 1  uchar   0 = sRGB
+    element version 3      uchar   1, 5, 0
+
+Vertex values: linear colours -> sRGB -> ``(c - 0.5) / SH_C0``; ``logit(opacity)``;
+``log(scale)``; the quaternion ``(w, x, y, z)``.  ``layout="plain"`` writes the vertex
+element only (for viewers that reject extra elements).  The header is built here
+and the vertex rows are computed chunk by chunk into one reused float32 buffer and
+written straight from it: no per-row Python, no file-sized temporary.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import plyfile
+
+from sharp_rt.errors import SharpError
+from sharp_rt.gaussians import Gaussians
+from sharp_rt.runtime.atomic import BackgroundWriter, atomic_write
+from sharp_rt.runtime.color import linear_to_srgb, rgb_to_sh, sh_to_rgb, srgb_to_linear
+from sharp_rt.runtime.memory import raise_malloc_thresholds
+
+Layout = Literal["sharp", "plain"]
+
+VERTEX_PROPERTIES = (
+    "x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
+    "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3",
+)  # fmt: skip
+FORMAT_VERSION = (1, 5, 0)  # ml-sharp's "version" element
+# What ml-sharp's load_ply assumes for a file without camera elements (VGA).
+DEFAULT_F_PX = 512.0
+DEFAULT_IMAGE_SIZE = (640, 480)
+ROWS_PER_CHUNK = 65536
+
+
+class PlyError(SharpError):
+    """A .ply file cannot be read or is not a 3DGS file."""
+
+
+def _header(n: int, layout: Layout) -> bytes:
+    lines = ["ply", "format binary_little_endian 1.0", f"element vertex {n}"]
+    lines += [f"property float {name}" for name in VERTEX_PROPERTIES]
+    if layout == "sharp":
+        for name, count, kind in (
+            ("extrinsic", 16, "float"),
+            ("intrinsic", 9, "float"),
+            ("image_size", 2, "uint"),
+            ("frame", 2, "int"),
+            ("disparity", 2, "float"),
+            ("color_space", 1, "uchar"),
+            ("version", 3, "uchar"),
+        ):
+            lines += [f"element {name} {count}", f"property {kind} {name}"]
+    lines.append("end_header")
+    return ("\n".join(lines) + "\n").encode("ascii")
+
+
+def disparity_quantiles(z: np.ndarray) -> np.ndarray:
+    """Compute the 10% and 90% quantiles of ``1 / z`` as ``torch.quantile`` does (float32 [2]).
+
+    z: [N] depths.  Linear interpolation at rank ``q * (N - 1)`` (float32), with torch's
+    lerp (fused multiply-add); NaN if any ``1 / z`` is NaN; ``[0, 0]`` for N = 0.
+    """
+    disparity = np.float32(1.0) / np.asarray(z, dtype=np.float32)  # [N]
+    n = len(disparity)
+    if n == 0:
+        return np.zeros(2, dtype=np.float32)
+    if np.isnan(disparity).any():  # torch propagates NaN
+        return np.full(2, np.nan, dtype=np.float32)
+    ranks = np.array([0.1, 0.9], dtype=np.float32) * np.float32(n - 1)
+    below = np.floor(ranks).astype(np.int64)
+    above = np.ceil(ranks).astype(np.int64)
+    weights = ranks - below.astype(np.float32)
+    ordered = np.partition(disparity, np.unique(np.concatenate([below, above])))
+    lo, hi = ordered[below], ordered[above]
+    diff = (hi - lo).astype(np.float64)  # float32 difference, as torch.lerp
+    rest = (np.float32(1.0) - weights).astype(np.float64)
+    # torch.lerp's two branches with a fused multiply-add: the float32 products are exact in
+    # float64, so one float64 operation and the final rounding reproduce the FMA.
+    small = lo.astype(np.float64) + weights.astype(np.float64) * diff
+    large = hi.astype(np.float64) - diff * rest
+    return np.where(np.abs(weights) < 0.5, small, large).astype(np.float32)
+
+
+def _supplement(g: Gaussians) -> bytes:
+    """Serialize the seven camera/metadata elements that follow the vertices."""
+    width, height = (int(v) for v in g.image_size)
+    f = float(g.f_px)
+    parts = [
+        np.eye(4, dtype="<f4").ravel(),
+        np.array([f, 0, width * 0.5, 0, f, height * 0.5, 0, 0, 1], dtype="<f4"),
+        np.array([width, height], dtype="<u4"),
+        np.array([1, len(g)], dtype="<i4"),
+        disparity_quantiles(g.mean_vectors[:, 2]).astype("<f4"),
+        np.array([0], dtype=np.uint8),  # colours are written as sRGB
+        np.array(FORMAT_VERSION, dtype=np.uint8),
+    ]
+    return b"".join(p.tobytes() for p in parts)
+
+
+def _fill_rows(g: Gaussians, start: int, stop: int, columns: np.ndarray, rows: np.ndarray) -> None:
+    """Compute the vertex rows ``start:stop`` of ``g`` into ``rows`` [n, 14] float32.
+
+    ``columns`` [14, n] float32 is scratch: the properties are computed there as contiguous
+    rows (vectorized arithmetic) and interleaved into ``rows`` with one transposing copy.
+    """
+    np.copyto(columns[0:3], g.mean_vectors[start:stop].T)
+    colors = columns[3:6]
+    np.copyto(colors, g.colors[start:stop].T)
+    if g.color_space == "linearRGB":
+        linear_to_srgb(colors, out=colors)
+    rgb_to_sh(colors, out=colors)
+    opacity = columns[6]
+    o = np.asarray(g.opacities[start:stop], dtype=np.float32)
+    np.subtract(np.float32(1.0), o, out=opacity)
+    np.divide(o, opacity, out=opacity)
+    np.log(opacity, out=opacity)
+    scales = columns[7:10]
+    np.copyto(scales, g.singular_values[start:stop].T)
+    np.log(scales, out=scales)
+    np.copyto(columns[10:14], g.quaternions[start:stop].T)
+    np.copyto(rows, columns.T)
+
+
+def write_ply(
+    gaussians: Gaussians, path: str | Path, *, layout: Layout = "sharp", overwrite: bool = False
+) -> Path:
+    """Write metric Gaussians as a 3DGS ``.ply`` (ml-sharp's layout, or ``"plain"``: vertices only).
+
+    The file appears atomically; an existing ``path`` is an
+    :class:`~sharp_rt.errors.OutputError` unless ``overwrite``.  Returns the path.
+    """
+    if layout not in ("sharp", "plain"):
+        raise ValueError(f"layout must be 'sharp' or 'plain', got {layout!r}")
+    if gaussians.space != "metric":
+        raise ValueError("write_ply expects metric Gaussians; unproject the NDC Gaussians first")
+    n = len(gaussians)
+    path = Path(path)
+    raise_malloc_thresholds()  # reuse the chunks' temporaries instead of page-faulting them in
+    size = min(n, ROWS_PER_CHUNK)
+    rows = [np.empty((size, len(VERTEX_PROPERTIES)), dtype="<f4") for _ in range(2)]  # written while
+    columns = np.empty((len(VERTEX_PROPERTIES), size), dtype=np.float32)  # the other is filled
+    with np.errstate(divide="ignore", invalid="ignore"), atomic_write(path, overwrite=overwrite) as f:
+        f.write(_header(n, layout))
+        with BackgroundWriter(f, slots=len(rows)) as writer:
+            for index, start in enumerate(range(0, n, ROWS_PER_CHUNK)):
+                stop, slot = min(start + ROWS_PER_CHUNK, n), index % len(rows)
+                writer.wait(slot)
+                chunk = rows[slot][: stop - start]
+                _fill_rows(gaussians, start, stop, columns[:, : stop - start], chunk)
+                writer.submit(slot, chunk.data)
+            tail = _supplement(gaussians) if layout == "sharp" else b""  # overlaps the last writes
+        f.write(tail)
+    return path
+
+
+def read_ply(path: str | Path, *, default_color_space: Literal["sRGB", "linearRGB"] = "sRGB") -> Gaussians:
+    """Read a 3DGS ``.ply`` (ml-sharp's layout or plain vertices) into metric, linear-RGB Gaussians.
+
+    Files with a ``color_space`` element follow it (0 = sRGB, 1 = linear); others are
+    taken as ``default_color_space`` (sRGB: what 3DGS viewers display; ml-sharp's
+    load_ply assumes linear).  Without camera elements ``f_px`` and ``image_size``
+    default to ml-sharp's VGA values (512 px, 640x480).
+    Raises :class:`PlyError` for missing, unreadable or non-3DGS files.
+    """
+    path = Path(path)
+    try:
+        data = plyfile.PlyData.read(str(path))
+    except FileNotFoundError:
+        raise PlyError(f"PLY file {path} does not exist.", hint="Check the path.") from None
+    except Exception as exc:  # plyfile raises PlyParseError, PlyHeaderParseError, ValueError, ...
+        raise PlyError(
+            f"Cannot read {path} as a PLY file: {exc}", hint="The file is not a PLY file or is truncated."
+        ) from exc
+    elements = {element.name: element for element in data.elements}
+    if "vertex" not in elements:
+        raise PlyError(f"{path} has no 'vertex' element: not a 3D Gaussian splat file.")
+    vertex = elements["vertex"].data
+    missing = [name for name in VERTEX_PROPERTIES if name not in (vertex.dtype.names or ())]
+    if missing:
+        raise PlyError(
+            f"{path} is not a 3D Gaussian splat file: vertex properties {', '.join(missing)} are missing.",
+            hint="Expected the 3DGS properties x y z f_dc_0..2 opacity scale_0..2 rot_0..3.",
+        )
+
+    def columns(*names: str) -> np.ndarray:
+        return np.stack([np.asarray(vertex[name], dtype=np.float32) for name in names], axis=1)
+
+    def values(name: str) -> np.ndarray | None:
+        element = elements.get(name)
+        return None if element is None else np.asarray(element.data[name])
+
+    f_px, image_size = DEFAULT_F_PX, DEFAULT_IMAGE_SIZE
+    intrinsic, size = values("intrinsic"), values("image_size")
+    if intrinsic is not None and size is not None and len(intrinsic) == 9 and len(size) == 2:
+        f_px, image_size = float(intrinsic[0]), (int(size[0]), int(size[1]))
+    elif intrinsic is not None and len(intrinsic) == 4:  # legacy: [fx, fy, W, H]
+        f_px, image_size = float(intrinsic[0]), (int(intrinsic[2]), int(intrinsic[3]))
+    code = values("color_space")
+    srgb = default_color_space == "sRGB" if code is None or len(code) == 0 else int(code[0]) == 0
+
+    colors = sh_to_rgb(columns("f_dc_0", "f_dc_1", "f_dc_2"))
+    if srgb:
+        colors = srgb_to_linear(colors)
+    with np.errstate(over="ignore"):
+        opacities = (1.0 / (1.0 + np.exp(-np.asarray(vertex["opacity"], dtype=np.float64)))).astype(
+            np.float32
+        )
+        singular_values = np.exp(columns("scale_0", "scale_1", "scale_2"))
+    return Gaussians(
+        mean_vectors=columns("x", "y", "z"),
+        singular_values=singular_values,
+        quaternions=columns("rot_0", "rot_1", "rot_2", "rot_3"),
+        colors=colors,
+        opacities=opacities,
+        f_px=f_px,
+        image_size=image_size,
+        color_space="linearRGB",
+        space="metric",
+    )

@@ -1,0 +1,89 @@
+"""The SHARP predictor: one image in, NDC Gaussians out.
+
+```
+image [B,3,S,S] in [0,1], disparity_factor [B] (= f_px / W)
+  │
+  ├─ monodepth_model ──> disparity [B,2,S,S], encodings (5 maps)
+  │        depth = disparity_factor / clamp(disparity, 1e-4, 1e4)
+  ├─ init_model(image, depth) ──> base Gaussians, feature input [B,5,S,S], global scale
+  ├─ feature_model(feature input, encodings) ──> texture / geometry features [B,32,S/2,S/2]
+  ├─ prediction_head ──> deltas [B,14,2,S/2,S/2]
+  └─ gaussian_composer(deltas, base, global scale) ──> NDC Gaussians, N = 2 (S/2)^2
+```
+
+Submodule names equal the official checkpoint's top-level prefixes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sharp_rt.sharp_ref.alignment import DepthAlignment
+from sharp_rt.sharp_ref.composer import GaussianComposer, NDCGaussians
+from sharp_rt.sharp_ref.config import SharpConfig
+from sharp_rt.sharp_ref.gaussian_decoder import DeltaHead, GaussianDecoder
+from sharp_rt.sharp_ref.initializer import MultiLayerInitializer
+from sharp_rt.sharp_ref.monodepth import MonodepthModel
+
+DISPARITY_CLAMP = (1e-4, 1e4)  # disparity range before depth = factor / disparity
+
+
+class SharpPredictor(nn.Module):
+    """The SHARP network (``RGBGaussianPredictor`` in ml-sharp)."""
+
+    def __init__(self, config: SharpConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.init_model = MultiLayerInitializer(config.initializer)
+        monodepth = MonodepthModel(config.monodepth)
+        encoder_dims = monodepth.monodepth_predictor.encoder.dims
+        self.feature_model = GaussianDecoder(config.gaussian_decoder, encoder_dims)
+        self.monodepth_model = monodepth
+        self.prediction_head = DeltaHead(config.gaussian_decoder.dim_out, config.initializer.num_layers)
+        self.gaussian_composer = GaussianComposer(config.composer)
+        self.depth_alignment = DepthAlignment(config.alignment)
+
+    @property
+    def internal_resolution(self) -> int:
+        """Side of the square input image, pixels."""
+        return self.config.internal_resolution
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """Dtype of the networks (see :meth:`to_compute_dtype`); the initializer and composer stay float32."""
+        return self.prediction_head.texture_prediction_head.weight.dtype
+
+    def to_compute_dtype(self, dtype: torch.dtype) -> SharpPredictor:
+        """Run the three networks in ``dtype`` (e.g. bfloat16 / float16); returns ``self``.
+
+        The numerically sensitive depth normalization, initializer and composer stay float32.
+        """
+        for network in (self.monodepth_model, self.feature_model, self.prediction_head):
+            network.to(dtype)
+        return self
+
+    def forward(self, image: torch.Tensor, disparity_factor: torch.Tensor) -> NDCGaussians:
+        """image: [B, 3, S, S] float in [0, 1]; disparity_factor: [B] = f_px / image width."""
+        return self.forward_with_disparity(image, disparity_factor)[0]
+
+    def forward_with_disparity(
+        self, image: torch.Tensor, disparity_factor: torch.Tensor
+    ) -> tuple[NDCGaussians, torch.Tensor]:
+        """Like :meth:`forward`, also returning the monodepth disparity [B, 2, S, S]."""
+        dtype = self.compute_dtype  # float32 unless to_compute_dtype() was called
+        monodepth = self.monodepth_model(image.to(dtype))
+        disparity = monodepth.disparity.float()
+        low, high = DISPARITY_CLAMP
+        depth = disparity_factor[:, None, None, None] / disparity.clamp(min=low, max=high)
+        init = self.init_model(image, depth)
+        features = self.feature_model(init.feature_input.to(dtype), monodepth.encodings)
+        delta = self.prediction_head(features).float()
+        gaussians = self.gaussian_composer(delta, init.base, init.global_scale)
+        return gaussians, disparity
+
+
+def build_predictor(config: SharpConfig, device: torch.device | str = "cpu") -> SharpPredictor:
+    """Build a predictor in eval mode; ``device="meta"`` allocates no weights."""
+    with torch.device(device):
+        return SharpPredictor(config).eval()

@@ -1,0 +1,52 @@
+"""Shared fixtures: synthetic tiny models and checkpoints, golden cases."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+DATA = Path(__file__).parent / "data"
+sys.path.insert(0, str(Path(__file__).parent / "parity_kit"))
+
+
+def golden(name: str) -> dict:
+    """Load ``tests/data/<name>.npz`` with the parity kit's loader."""
+    import golden_io
+
+    return golden_io.load_golden(DATA / f"{name}.npz")
+
+
+def read_png(name: str) -> np.ndarray:
+    """A golden input image as uint8 [H, W, 3]."""
+    from PIL import Image
+
+    with Image.open(DATA / name) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+@pytest.fixture(scope="session")
+def tiny_state():
+    """Synthetic seed-0 weights of the ``tiny`` preset (torch tensors)."""
+    pytest.importorskip("torch")
+    from sharp_rt.sharp_ref import synthetic_checkpoint, tiny_config
+
+    return synthetic_checkpoint(tiny_config(), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_state):
+    """The ``tiny`` predictor with synthetic seed-0 weights."""
+    from sharp_rt.sharp_ref import predictor_from_state_dict, tiny_config
+
+    return predictor_from_state_dict(tiny_state, tiny_config())
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_state) -> Path:
+    """The tiny synthetic weights saved as a ``.pt`` file."""
+    from sharp_rt.sharp_ref import save_checkpoint
+
+    return save_checkpoint(tiny_state, tmp_path_factory.mktemp("ckpt") / "tiny_seed0.pt")

@@ -1,0 +1,108 @@
+"""The ``sharp-rt`` command: help, version, predict on folders, clear errors without tracebacks."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import DATA
+from typer.testing import CliRunner
+
+from sharp_rt import __version__
+from sharp_rt.cli import app
+
+runner = CliRunner()
+
+
+def test_version_prints_the_package_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"sharp-rt {__version__}"
+
+
+def test_help_lists_the_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("predict", "checkpoint", "synthetic", "info", "export", "render"):
+        assert command in result.output
+
+
+def test_console_script_module_runs():
+    result = subprocess.run([sys.executable, "-m", "sharp_rt", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0
+    assert __version__ in result.stdout
+
+
+@pytest.fixture()
+def photo_folder(tmp_path):
+    """Two good photos, one corrupt JPEG and one unsupported file in nested folders."""
+    folder = tmp_path / "photos"
+    (folder / "nested").mkdir(parents=True)
+    shutil.copy(DATA / "coffee.png", folder / "coffee.png")
+    shutil.copy(DATA / "chelsea.png", folder / "nested" / "chelsea.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    (folder / "notes.txt").write_text("not an image, and not picked up by the folder scan")
+    return folder
+
+
+def test_predict_folder_writes_good_images_and_lists_failures(tmp_path, photo_folder, tiny_checkpoint):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["predict", str(photo_folder), "-o", str(out), "-c", str(tiny_checkpoint)])
+    assert result.exit_code == 1, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["chelsea.ply", "coffee.ply"]
+    assert "broken.jpg" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_predict_refuses_to_overwrite_without_flag(tmp_path, tiny_checkpoint):
+    out = tmp_path / "out"
+    out.mkdir()
+    existing = out / "coffee.ply"
+    existing.write_text("keep me")
+    args = ["predict", str(DATA / "coffee.png"), "-o", str(out), "-c", str(tiny_checkpoint)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    assert "--overwrite" in result.output
+    assert existing.read_text() == "keep me"
+    assert runner.invoke(app, [*args, "--overwrite", "--format", "splat"]).exit_code == 0
+    assert (out / "coffee.splat").stat().st_size == 32 * 73_728
+
+
+def test_missing_checkpoint_is_a_one_line_error(tmp_path):
+    result = runner.invoke(app, ["predict", str(DATA / "coffee.png"), "-c", str(tmp_path / "missing.pt")])
+    assert result.exit_code == 2
+    assert "Checkpoint not found" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_missing_input_is_a_clear_error(tmp_path):
+    result = runner.invoke(app, ["predict", str(tmp_path / "nothing-here.jpg")])
+    assert result.exit_code == 2
+    assert "No such file, folder or pattern" in result.output
+
+
+def test_checkpoint_command_reports_the_detected_preset(tiny_checkpoint):
+    result = runner.invoke(app, ["checkpoint", "-c", str(tiny_checkpoint)])
+    assert result.exit_code == 0, result.output
+    assert "preset:      tiny" in result.output
+    assert "73,728 Gaussians" in result.output
+
+
+def test_synthetic_command_writes_a_loadable_checkpoint(tmp_path):
+    target = tmp_path / "tiny.safetensors"
+    assert runner.invoke(app, ["synthetic", "tiny", "-o", str(target)]).exit_code == 0
+    again = runner.invoke(app, ["synthetic", "tiny", "-o", str(target)])
+    assert again.exit_code == 2 and "exists" in again.output
+    result = runner.invoke(app, ["checkpoint", "-c", str(target)])
+    assert "preset:      tiny" in result.output
+
+
+def test_predict_render_writes_colour_and_depth_videos(tmp_path, tiny_checkpoint):
+    pytest.importorskip("imageio_ffmpeg", reason="video writing needs the [render] extra (imageio-ffmpeg)")
+    out = tmp_path / "out"
+    args = ["predict", str(DATA / "chelsea.png"), "-o", str(out), "-c", str(tiny_checkpoint)]
+    result = runner.invoke(app, [*args, "--render", "--frames", "2", "--resolution", "64"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["chelsea.depth.mp4", "chelsea.mp4", "chelsea.ply"]

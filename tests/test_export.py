@@ -1,0 +1,348 @@
+"""``sharp-rt export`` on the tiny config: fp32 and fp16 ONNX, validation, manifest, errors, CLI.
+
+Two exports (fp32 through the CLI, fp16 through the Python API) are shared by
+every test in this file; corruption tests work on copies.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import golden, read_png
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+import golden_io  # noqa: E402  (tests/parity_kit)
+import typer  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from sharp_rt.errors import EngineError  # noqa: E402
+from sharp_rt.export import OUTPUT_NAMES, read_manifest  # noqa: E402
+from sharp_rt.export.cli import export_command  # noqa: E402
+from sharp_rt.export.pipeline import export_engine  # noqa: E402
+from sharp_rt.export.validate import compare_outputs, onnxruntime_session, run_onnx  # noqa: E402
+from sharp_rt.sharp_ref.recipe import preprocess_torch  # noqa: E402
+
+# fp16 vs ml-sharp's fp32 golden files (tiny, all 73,728 Gaussians), measured: docs/engine-contract.md
+FP16_GOLDEN_TOL = {
+    "ndc_mean_vectors_rel": 1e-2,
+    "ndc_singular_values_rel": 2e-2,
+    "ndc_quaternions_abs": 2e-2,
+    "colors_abs": 5e-3,
+    "opacities_abs": 5e-3,
+}
+
+
+def cli_app() -> typer.Typer:
+    app = typer.Typer()
+    app.command("export")(export_command)
+    app.command("noop")(lambda: None)  # two commands: the CLI keeps the `export` name, as in sharp_rt.cli
+    return app
+
+
+def run_cli(*args: str):
+    return CliRunner().invoke(cli_app(), ["export", *args])
+
+
+@pytest.fixture(scope="module")
+def checkpoint_file(tmp_path_factory, tiny_state):
+    path = tmp_path_factory.mktemp("ckpt") / "tiny_seed0.pt"
+    torch.save(dict(tiny_state), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def fp32_dir(tmp_path_factory, checkpoint_file):
+    """The fp32 export, written by the CLI."""
+    out = tmp_path_factory.mktemp("engines") / "tiny-fp32"
+    result = run_cli("-c", str(checkpoint_file), "--precision", "fp32", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def fp16_dir(tmp_path_factory, checkpoint_file):
+    """The fp16 export, written by the Python API."""
+    out = tmp_path_factory.mktemp("engines") / "tiny-fp16"
+    result = export_engine(checkpoint_file, precision="fp16", out_dir=out)
+    assert result.passed, result.manifest.validation["failures"]
+    return out
+
+
+def golden_ndc(directory, case_name: str) -> tuple[dict, dict]:
+    """Run the exported ONNX on a golden input; returns (golden case, NDC outputs of batch entry 0)."""
+    case = golden(case_name)
+    image = read_png(case["image_file"])
+    x = preprocess_torch(image, int(case["internal_size"])).numpy()
+    factor = np.array([case["f_px"] / image.shape[1]], dtype=np.float32)
+    outputs = run_onnx(onnxruntime_session(directory / "model.onnx"), x, factor)
+    return case, {name: outputs[name][0] for name in OUTPUT_NAMES}
+
+
+# --------------------------------------------------------------------------- fp32
+
+
+def test_fp32_manifest_records_contract_and_passed_validation(fp32_dir, checkpoint_file):
+    from sharp_rt.sharp_ref.checkpoint import file_sha256
+
+    manifest = read_manifest(fp32_dir, precision="fp32", verify="sha256")
+    assert (manifest.config, manifest.internal_resolution, manifest.num_gaussians) == ("tiny", 384, 73728)
+    assert manifest.opset == 18 and not manifest.dynamic_batch and manifest.tensorrt is None
+    assert [(s.name, s.shape, s.dtype) for s in manifest.inputs] == [
+        ("image", (1, 3, 384, 384), "float32"),
+        ("disparity_factor", (1,), "float32"),
+    ]
+    assert [s.shape for s in manifest.outputs] == [
+        (1, 73728, 3),
+        (1, 73728, 3),
+        (1, 73728, 4),
+        (1, 73728, 3),
+        (1, 73728),
+    ]
+    assert manifest.checkpoint_sha256 == file_sha256(checkpoint_file)
+    assert set(manifest.files) == {"onnx", "onnx_data"}
+    assert sorted(p.name for p in fp32_dir.iterdir()) == ["manifest.json", "model.onnx", "model.onnx.data"]
+    graph = onnx.load(str(fp32_dir / "model.onnx"), load_external_data=False)
+    big = [i for i in graph.graph.initializer if np.prod(i.dims) >= 1024]
+    assert big and all(i.data_location == onnx.TensorProto.EXTERNAL for i in big)  # weights live in .data
+    assert manifest.files["onnx"].size < 0.2 * manifest.files["onnx_data"].size
+    validation = manifest.validation
+    assert validation["status"] == "passed" and validation["failures"] == []
+    for name in OUTPUT_NAMES:
+        stats = validation["outputs"][name]
+        assert stats["max_rel"] < 1e-4 and stats["nonfinite"] == 0, (name, stats)
+    assert validation["covariances"]["max_rel"] < 1e-4
+    assert {"sharp_rt", "torch", "onnx", "onnxruntime"} <= set(manifest.raw["versions"])
+
+
+def test_fp32_onnx_is_float32_with_plain_attention(fp32_dir):
+    model = onnx.load(str(fp32_dir / "model.onnx"), load_external_data=False)
+    float_types = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE}
+    assert {i.data_type for i in model.graph.initializer} & float_types == {onnx.TensorProto.FLOAT}
+    ops = {node.op_type for node in model.graph.node}
+    assert {"MatMul", "Softmax", "LayerNormalization"} <= ops
+    assert all(op.domain in ("", "ai.onnx") for op in model.opset_import)  # no custom ops
+    assert {p.key: p.value for p in model.metadata_props}["sharp_rt.config"] == "tiny"
+
+
+@pytest.mark.parametrize("image", ["coffee", "chelsea"])
+def test_fp32_onnx_matches_mlsharp_golden(fp32_dir, image):
+    case, ndc = golden_ndc(fp32_dir, f"tiny_{image}_seed0")
+    report = golden_io.compare_case(case, ndc=ndc)
+    assert report.ok, report.text()
+
+
+def test_fp32_onnx_matches_sharp_ref_on_a_golden_input(fp32_dir, tiny_model):
+    case = golden("tiny_coffee_seed0")
+    image = read_png(case["image_file"])
+    x = preprocess_torch(image, 384)
+    factor = torch.tensor([case["f_px"] / image.shape[1]])
+    with torch.inference_mode():
+        reference = {name: getattr(tiny_model(x, factor), name).numpy() for name in OUTPUT_NAMES}
+    engine = run_onnx(onnxruntime_session(fp32_dir / "model.onnx"), x.numpy(), factor.numpy())
+    result = compare_outputs(engine, reference, "fp32")
+    assert result["status"] == "passed", result["failures"]
+    assert max(stats["max_rel"] for stats in result["outputs"].values()) < 1e-4
+
+
+# --------------------------------------------------------------------------- fp16
+
+
+def test_fp16_graph_is_mixed_precision_with_fp32_io(fp16_dir):
+    model = onnx.load(str(fp16_dir / "model.onnx"), load_external_data=False)
+    initializers = {i.name: i for i in model.graph.initializer}
+    heavy = [n for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose", "MatMul", "Gemm")]
+    weights = [initializers[name] for n in heavy for name in n.input if name in initializers]
+    assert len(weights) > 50 and {w.data_type for w in weights} == {onnx.TensorProto.FLOAT16}
+    io = list(model.graph.input) + list(model.graph.output)
+    assert {v.type.tensor_type.elem_type for v in io} == {onnx.TensorProto.FLOAT}
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {
+        v.name: v.type.tensor_type.elem_type for v in (*inferred.graph.value_info, *inferred.graph.input)
+    }
+    types.update({i.name: i.data_type for i in model.graph.initializer})
+    norms = [n for n in model.graph.node if n.op_type in ("LayerNormalization", "InstanceNormalization")]
+    assert len(norms) >= 18
+    assert all(types[n.input[0]] == onnx.TensorProto.FLOAT for n in norms)  # statistics in fp32
+    softmax_types = {types[n.input[0]] for n in model.graph.node if n.op_type == "Softmax"}
+    assert softmax_types == {onnx.TensorProto.FLOAT16}  # attention in fp16
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert all(types[n.input[1]] == onnx.TensorProto.FLOAT16 for n in convs)
+
+
+def test_fp16_manifest_validation(fp16_dir):
+    manifest = read_manifest(fp16_dir, precision="fp16")
+    validation = manifest.validation
+    assert validation["status"] == "passed"
+    assert validation["tolerance"]["rel"] > 1e-3
+    assert all(stats["nonfinite"] == 0 for stats in validation["outputs"].values())
+    assert manifest.files["onnx_data"].size < 0.6 * 6_270_208  # about half the fp32 weights
+
+
+@pytest.mark.parametrize("image", ["coffee", "chelsea"])
+def test_fp16_onnx_matches_mlsharp_golden_within_fp16_tolerance(fp16_dir, image):
+    case, ndc = golden_ndc(fp16_dir, f"tiny_{image}_seed0")
+    assert all(np.isfinite(v).all() for v in ndc.values())
+    report = golden_io.compare_case(case, ndc=ndc, tol=FP16_GOLDEN_TOL)
+    assert report.ok, report.text()
+    # and it is genuinely fp16: far from the fp32 bit pattern
+    assert report.metrics["ndc_quaternions_abs"] > 1e-5
+
+
+# --------------------------------------------------------------------------- manifest errors
+
+
+@pytest.fixture
+def fp32_copy(fp32_dir, tmp_path):
+    return shutil.copytree(fp32_dir, tmp_path / "copy")
+
+
+def test_truncated_onnx_data_is_a_clear_error(fp32_copy):
+    data = fp32_copy / "model.onnx.data"
+    size = data.stat().st_size
+    with open(data, "r+b") as handle:
+        handle.truncate(size // 2)
+    with pytest.raises(EngineError, match="truncated") as info:
+        read_manifest(fp32_copy)
+    assert "sharp-rt export" in info.value.hint
+
+
+def test_corrupted_onnx_data_is_caught_by_sha256(fp32_copy):
+    data = fp32_copy / "model.onnx.data"
+    with open(data, "r+b") as handle:
+        handle.seek(1000)
+        handle.write(b"\xff" * 64)
+    read_manifest(fp32_copy)  # the cheap size check cannot see it
+    with pytest.raises(EngineError, match="corrupt"):
+        read_manifest(fp32_copy, verify="sha256")
+
+
+def test_missing_onnx_data_is_a_clear_error(fp32_copy):
+    (fp32_copy / "model.onnx.data").unlink()
+    with pytest.raises(EngineError, match="missing"):
+        read_manifest(fp32_copy)
+
+
+def test_wrong_precision_is_a_clear_error(fp16_dir):
+    with pytest.raises(EngineError, match="holds a fp16 engine, but fp32 was requested") as info:
+        read_manifest(fp16_dir, precision="fp32")
+    assert "--precision fp32" in info.value.hint
+
+
+def test_missing_or_corrupt_manifest(fp32_copy):
+    manifest_path = fp32_copy / "manifest.json"
+    text = manifest_path.read_text()
+    manifest_path.write_text(text[: len(text) // 2])
+    with pytest.raises(EngineError, match="corrupt"):
+        read_manifest(fp32_copy)
+    manifest_path.unlink()
+    with pytest.raises(EngineError, match="did not finish"):
+        read_manifest(fp32_copy)
+    with pytest.raises(EngineError, match="not found"):
+        read_manifest(fp32_copy / "nowhere")
+
+
+def test_foreign_format_version_and_failed_validation(fp32_copy):
+    manifest_path = fp32_copy / "manifest.json"
+    data = json.loads(manifest_path.read_text())
+    manifest_path.write_text(json.dumps({**data, "format_version": 99}))
+    with pytest.raises(EngineError, match="format version 99"):
+        read_manifest(fp32_copy)
+    failed = {**data["validation"], "status": "failed", "failures": ["colors: 1e-1 of Gaussians above rel"]}
+    manifest_path.write_text(json.dumps({**data, "validation": failed}))
+    with pytest.raises(EngineError, match="failed validation"):
+        read_manifest(fp32_copy)
+    assert read_manifest(fp32_copy, allow_failed_validation=True).validation_status == "failed"
+
+
+# --------------------------------------------------------------------------- validation measures
+
+
+def test_validation_flags_nan_and_errors_beyond_tolerance(tiny_model):
+    from sharp_rt.export.validate import probe_image, reference_outputs
+
+    probe = probe_image(384)
+    reference = reference_outputs(tiny_model, *probe)
+    assert compare_outputs(reference, reference, "fp32")["status"] == "passed"
+    noisy = {name: value.copy() for name, value in reference.items()}
+    noisy["colors"][0, :300] *= 1.01  # 300 Gaussians (0.4 %) 1 % off
+    result = compare_outputs(noisy, reference, "fp32")
+    assert result["status"] == "failed"
+    assert result["outputs"]["colors"]["fraction_outside"] == pytest.approx(300 / 73728)
+    assert compare_outputs(noisy, reference, "fp16")["status"] == "passed"  # 1 % is inside fp16 bounds
+    broken = {name: value.copy() for name, value in reference.items()}
+    broken["quaternions"][0, 5, 0] = np.nan
+    result = compare_outputs(broken, reference, "fp16")
+    assert result["status"] == "failed" and result["outputs"]["quaternions"]["nonfinite"] == 1
+    assert any("NaN" in failure for failure in result["failures"])
+    scaled = {name: value.copy() for name, value in reference.items()}
+    scaled["singular_values"][0, :, 0] *= 1.1  # anisotropic: changes the covariances
+    result = compare_outputs(scaled, reference, "fp16")
+    assert result["covariances"]["fraction_outside"] > 0.5 and result["status"] == "failed"
+
+
+def test_mixed_precision_keeps_norms_and_composer_fp32(tiny_state):
+    from sharp_rt.export.precision import Fp32Norm, to_mixed_fp16
+    from sharp_rt.sharp_ref import predictor_from_state_dict, tiny_config
+
+    model = to_mixed_fp16(predictor_from_state_dict(tiny_state, tiny_config()))
+    norms = [m for m in model.modules() if isinstance(m, Fp32Norm)]
+    assert len(norms) == 2 * (4 * 2 + 1) + 2 * 2 * 2  # 2 ViTs (2 per block + final); 2 heads x 2 blocks x 2
+    key = "monodepth_model.monodepth_predictor.encoder.patch_encoder.blocks.0.norm1.weight"
+    wrapped = model.monodepth_model.inner.monodepth_predictor.encoder.patch_encoder.blocks[0].norm1.norm
+    assert wrapped.weight.dtype == torch.float32 and torch.equal(
+        wrapped.weight, tiny_state[key]
+    )  # no rounding
+    assert model.prediction_head.texture_prediction_head.weight.dtype == torch.float16
+    x = torch.rand(1, 3, 384, 384)
+    with torch.inference_mode():
+        out = model(x, torch.tensor([0.8]))
+    assert all(getattr(out, name).dtype == torch.float32 for name in OUTPUT_NAMES)
+
+
+# --------------------------------------------------------------------------- CLI and packaging
+
+
+def test_cli_refuses_to_overwrite_an_engine(fp32_dir, checkpoint_file):
+    result = run_cli("-c", str(checkpoint_file), "-o", str(fp32_dir))
+    assert result.exit_code == 2
+    assert "already holds an engine" in result.output and "--overwrite" in result.output
+
+
+def test_cli_missing_checkpoint_is_a_user_error(tmp_path):
+    result = run_cli("-c", str(tmp_path / "nope.pt"), "-o", str(tmp_path / "out"))
+    assert result.exit_code == 2 and "Checkpoint not found" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_cli_tensorrt_without_tensorrt_says_so_in_one_line(tmp_path, checkpoint_file):
+    try:
+        from sharp_rt.export.tensorrt_build import tensorrt_environment
+
+        tensorrt_environment()
+    except EngineError:
+        pass
+    else:
+        pytest.skip("TensorRT and a GPU are present: the error path does not apply")
+    result = run_cli("-c", str(checkpoint_file), "--target", "tensorrt", "-o", str(tmp_path / "trt"))
+    assert result.exit_code == 2
+    error_lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and ("TensorRT" in error_lines[0] or "GPU" in error_lines[0])
+    assert not (tmp_path / "trt").exists()  # fails before any work
+
+
+def test_importing_sharp_rt_export_is_light():
+    code = (
+        "import sys, sharp_rt.export; "
+        "heavy = [m for m in ('torch', 'onnx', 'onnxruntime', 'tensorrt') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
