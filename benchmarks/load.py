@@ -45,6 +45,15 @@ print(json.dumps({"seconds": seconds, "peak_rss_gb": peak}))
 """
 
 
+WRITE_CHECKPOINTS = r"""
+import sys
+from sharp_rt.sharp_ref import get_config, save_checkpoint, synthetic_checkpoint
+state = synthetic_checkpoint(get_config(sys.argv[1]), seed=0)
+for path in sys.argv[2:]:
+    save_checkpoint(state, path)
+"""
+
+
 def run(method: str, path: Path) -> dict:
     """Run one load in a fresh interpreter and return its timing and peak RSS."""
     out = subprocess.run(
@@ -60,18 +69,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    from sharp_rt.sharp_ref import get_config, synthetic_checkpoint
-
     args.dir.mkdir(parents=True, exist_ok=True)
     pt = args.dir / f"{args.preset}_seed0.pt"
     safetensors = args.dir / f"{args.preset}_seed0.safetensors"
     if not pt.exists() or not safetensors.exists():
-        state = synthetic_checkpoint(get_config(args.preset), seed=0)
-        from sharp_rt.sharp_ref import save_checkpoint
-
-        save_checkpoint(state, pt)
-        save_checkpoint(state, safetensors)
-        del state
+        # In a child process: Linux children inherit the parent's peak-RSS mark at fork.
+        subprocess.run(
+            [sys.executable, "-c", WRITE_CHECKPOINTS, args.preset, str(pt), str(safetensors)], check=True
+        )
 
     rows = []
     for label, method, path in [

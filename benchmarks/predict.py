@@ -137,10 +137,11 @@ def parity(preset: str, outputs: Path) -> dict[str, float] | None:
     }
 
 
-def prepare(preset: str, workdir: Path, variants: list[str]) -> Path:
+def prepare(preset: str, workdir: str | Path, variants: list[str]) -> Path:
     """Write the synthetic checkpoint and the ONNX exports the variants need (cached)."""
     from sharp_rt.sharp_ref import get_config, save_checkpoint, synthetic_checkpoint
 
+    workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     checkpoint = workdir / f"{preset}_seed0.pt"
     if not checkpoint.exists():
@@ -178,7 +179,9 @@ def main() -> None:
     variants = args.variants or list(
         CPU_VARIANTS if args.device == "cpu" else ("reference", "torch-fp32", "torch-fp16")
     )
-    prepare(args.preset, workdir, variants)
+    # In a child process: Linux children inherit the parent's peak-RSS mark at fork.
+    code = f"import predict; predict.prepare({args.preset!r}, {str(workdir)!r}, {variants!r})"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT / "benchmarks")
     rows = []
     for variant in variants:
         command = [

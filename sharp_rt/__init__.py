@@ -11,4 +11,13 @@ from sharp_rt.gaussians import Gaussians
 
 __version__ = "0.1.0"
 
-__all__ = ["Gaussians", "SharpError", "__version__"]
+__all__ = ["Gaussians", "Predictor", "SharpError", "__version__"]
+
+
+def __getattr__(name: str):
+    """Import ``Predictor`` on first use (it pulls in the engine machinery)."""
+    if name == "Predictor":
+        from sharp_rt.predictor import Predictor
+
+        return Predictor
+    raise AttributeError(f"module 'sharp_rt' has no attribute {name!r}")

@@ -16,7 +16,6 @@ message with a hint and exit non-zero, without a traceback.
 from __future__ import annotations
 
 import contextlib
-import glob
 import time
 from collections.abc import Iterator
 from enum import Enum
@@ -77,28 +76,10 @@ def user_errors() -> Iterator[None]:
 
 def collect_images(inputs: list[str]) -> list[Path]:
     """Expand files, folders (recursively, image extensions only) and glob patterns, in order."""
+    from sharp_rt.inputs import expand_inputs
     from sharp_rt.runtime.image_io import IMAGE_EXTENSIONS
 
-    found: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found += sorted(
-                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-            )
-        elif path.is_file():
-            found.append(path)
-        elif matches := sorted(glob.glob(item, recursive=True)):
-            found += [Path(m) for m in matches if Path(m).is_file()]
-        else:
-            raise SharpError(f"No such file, folder or pattern: {item}")
-    unique = list(dict.fromkeys(found))
-    if not unique:
-        raise SharpError(
-            f"No images found in {', '.join(inputs)}",
-            hint="supported: " + ", ".join(sorted(IMAGE_EXTENSIONS)),
-        )
-    return unique
+    return expand_inputs(inputs, IMAGE_EXTENSIONS, "images")
 
 
 def _output_path(out_dir: Path, image: Path, fmt: OutputFormat) -> Path:

@@ -41,6 +41,19 @@ class EngineInfo:
     details: dict[str, Any] = dataclasses.field(default_factory=dict)  # backend-specific facts
 
 
+def artifact_info(manifest, backend: str, device: str, **details: Any) -> EngineInfo:
+    """EngineInfo of an engine loaded from an export directory's manifest (``sharp_rt.export.manifest``)."""
+    return EngineInfo(
+        backend=backend,
+        device=device,
+        precision=manifest.precision,
+        resolution=manifest.internal_resolution,
+        num_gaussians=manifest.num_gaussians,
+        max_batch=None if manifest.dynamic_batch else 1,
+        details={"artifact": str(manifest.directory), "preset": manifest.config, **details},
+    )
+
+
 class Engine(abc.ABC):
     """A loaded SHARP network that maps preprocessed images to NDC Gaussians."""
 

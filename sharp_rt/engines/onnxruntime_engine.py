@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sharp_rt.engines.base import OUTPUT_NAMES, Engine, EngineInfo
+from sharp_rt.engines.base import OUTPUT_NAMES, Engine, artifact_info
 from sharp_rt.errors import EngineError
 
 PROVIDER_PREFERENCE = (
@@ -112,21 +112,13 @@ class OnnxRuntimeEngine(Engine):
                 hint=f"re-export with `sharp-rt export -o {self.manifest.directory} --overwrite`",
             ) from None
         self.io_binding = on_gpu
-        manifest = self.manifest
-        self.info = EngineInfo(
-            backend="onnxruntime",
-            device=",".join(self.session.get_providers()),
-            precision=manifest.precision,
-            resolution=manifest.internal_resolution,
-            num_gaussians=manifest.num_gaussians,
-            max_batch=None if manifest.dynamic_batch else 1,
-            details={
-                "artifact": str(manifest.directory),
-                "preset": manifest.config,
-                "onnxruntime": ort.__version__,
-                "session_seconds": round(time.perf_counter() - started, 2),
-                "optimized_model_cache": str(model_path) if model_path != manifest.onnx_path else None,
-            },
+        self.info = artifact_info(
+            self.manifest,
+            "onnxruntime",
+            ",".join(self.session.get_providers()),
+            onnxruntime=ort.__version__,
+            session_seconds=round(time.perf_counter() - started, 2),
+            optimized_model_cache=str(model_path) if model_path != self.manifest.onnx_path else None,
         )
 
     def _cache_path(self) -> Path | None:
@@ -135,15 +127,8 @@ class OnnxRuntimeEngine(Engine):
         if not os.access(directory, os.W_OK):
             return None
         ort = _onnxruntime()
-        key = "|".join(
-            [
-                ort.__version__,
-                *self.providers,
-                self.manifest.files["onnx_data"].sha256
-                if "onnx_data" in self.manifest.files
-                else self.manifest.files["onnx"].sha256,
-            ]
-        )
+        weights = self.manifest.files.get("onnx_data") or self.manifest.files["onnx"]
+        key = "|".join([ort.__version__, *self.providers, weights.sha256])
         return directory / "ort-cache" / f"optimized-{hashlib.sha256(key.encode()).hexdigest()[:16]}.onnx"
 
     def run(self, image: np.ndarray, disparity_factor: np.ndarray) -> dict[str, np.ndarray]:

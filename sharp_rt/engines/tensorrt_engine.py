@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sharp_rt.engines.base import OUTPUT_NAMES, Engine, EngineInfo
+from sharp_rt.engines.base import OUTPUT_NAMES, Engine, artifact_info
 from sharp_rt.errors import EngineError
 
 
@@ -36,20 +36,12 @@ class TensorRTEngine(Engine):
         self._buffers: dict[str, int] = {}
         self._shapes: dict[str, tuple[int, ...]] = {}
         self._first_run: float | None = None
-        manifest = self.manifest
-        self.info = EngineInfo(
-            backend="tensorrt",
-            device=str(manifest.tensorrt.get("gpu_name", "cuda")),
-            precision=manifest.precision,
-            resolution=manifest.internal_resolution,
-            num_gaussians=manifest.num_gaussians,
-            max_batch=None if manifest.dynamic_batch else 1,
-            details={
-                "artifact": str(manifest.directory),
-                "preset": manifest.config,
-                "tensorrt": manifest.tensorrt.get("tensorrt_version"),
-                "startup_seconds": round(time.perf_counter() - started, 3),
-            },
+        self.info = artifact_info(
+            self.manifest,
+            "tensorrt",
+            str(self.manifest.tensorrt.get("gpu_name", "cuda")),
+            tensorrt=self.manifest.tensorrt.get("tensorrt_version"),
+            startup_seconds=round(time.perf_counter() - started, 3),
         )
 
     def _bind(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -251,6 +251,7 @@ def export_engine(
             validation = _validate(staging / ONNX_NAME, probe, reference, precision, log)
         (out / MANIFEST_NAME).unlink(missing_ok=True)  # never leave a manifest describing other files
         (out / PLAN_NAME).unlink(missing_ok=True)
+        shutil.rmtree(out / "ort-cache", ignore_errors=True)  # derived from the old graph (sharp_rt.engines)
         for name in (ONNX_NAME, ONNX_DATA_NAME):
             os.replace(staging / name, out / name)
     finally:

@@ -8,7 +8,6 @@ or written is reported and skipped, and the command then exits with code 1.
 
 from __future__ import annotations
 
-import glob
 import os
 import time
 from enum import Enum
@@ -39,21 +38,9 @@ class TrajectoryChoice(str, Enum):
 
 def collect_plys(inputs: list[str]) -> list[Path]:
     """Expand ``.ply`` files, folders (recursively) and glob patterns, in order, without duplicates."""
-    found: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() == ".ply")
-        elif path.is_file():
-            found.append(path)
-        elif matches := sorted(glob.glob(item, recursive=True)):
-            found += [Path(m) for m in matches if Path(m).is_file()]
-        else:
-            raise SharpError(f"No such file, folder or pattern: {item}")
-    unique = list(dict.fromkeys(found))
-    if not unique:
-        raise SharpError(f"No .ply files found in {', '.join(inputs)}")
-    return unique
+    from sharp_rt.inputs import expand_inputs
+
+    return expand_inputs(inputs, [".ply"], ".ply files")
 
 
 def render_command(
