@@ -4,7 +4,7 @@ Compares, each in a fresh subprocess (so peak RSS is per method):
 
 * reference recipe (what ml-sharp does): build the predictor on the CPU with
   random initialization, ``torch.load`` the state dict, ``load_state_dict``;
-* sharp-rt ``load_checkpoint`` from ``.pt``: build on the meta device, ``torch.load(mmap=True)``,
+* sharp-rt ``load_checkpoint`` from ``.pt``: build on the meta device, ``torch.load``,
   ``load_state_dict(assign=True)``;
 * sharp-rt ``load_checkpoint`` from ``.safetensors``.
 
@@ -81,7 +81,7 @@ def main() -> None:
     rows = []
     for label, method, path in [
         ("reference recipe (random init + load_state_dict)", "reference", pt),
-        ("sharp-rt load_checkpoint, .pt (meta + mmap + assign)", "sharp-rt", pt),
+        ("sharp-rt load_checkpoint, .pt (meta + assign)", "sharp-rt", pt),
         ("sharp-rt load_checkpoint, .safetensors", "sharp-rt", safetensors),
     ]:
         results = [run(method, path) for _ in range(args.repeats)]

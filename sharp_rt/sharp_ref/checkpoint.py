@@ -3,14 +3,16 @@
 ```
 load_checkpoint(path | None)
   path None ──> ~/.cache/torch/hub/checkpoints/sharp_2572gikvuh.pt ──(missing)──> download
-  read_state_dict(.pt via torch.load(mmap) | .safetensors)
+  read_state_dict(.pt via torch.load | .safetensors)
   detect_config(state)       # preset from tensor shapes: sharp / tiny / tiny1536
   build on the meta device, load_state_dict(strict=True, assign=True)
 ```
 
-Building on the meta device and assigning the loaded (memory-mapped) tensors
-skips the random initialization of two ViT-L encoders and keeps peak memory
-near one copy of the weights.
+Building on the meta device and assigning the loaded tensors skips the random
+initialization of two ViT-L encoders and keeps peak memory at one copy of the
+weights.  The file is read into ordinary memory rather than memory-mapped:
+the forward pass on ``torch.load(mmap=True)`` weights measured 2x the CPU time
+of the same ViT-L blocks on copied weights (docs/benchmarks.md, "Export").
 """
 
 from __future__ import annotations
@@ -86,7 +88,7 @@ def _copy_with_progress(source, target, total: int | None, label: str, progress:
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a ``.pt`` / ``.pth`` state dict (memory-mapped) or a ``.safetensors`` file."""
+    """Read a ``.pt`` / ``.pth`` state dict or a ``.safetensors`` file into CPU memory."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
@@ -98,7 +100,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch and safetensors raise many types for bad files
         raise CheckpointError(
             f"Cannot read checkpoint {path}: {type(error).__name__}: {str(error).splitlines()[0]}",
