@@ -24,6 +24,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sharp_rt import __version__
@@ -68,9 +69,9 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except SharpError as error:
-        console.print(f"[bold red]error:[/] {error.message}", highlight=False)
+        console.print(f"[bold red]error:[/] {escape(error.message)}", highlight=False)
         if error.hint:
-            console.print(f"  [dim]hint:[/] {error.hint}", highlight=False)
+            console.print(f"  [dim]hint:[/] {escape(error.hint)}", highlight=False)
         raise typer.Exit(2) from None
 
 
@@ -223,7 +224,9 @@ def predict(
             except SharpError as error:
                 failures.append((result.source, str(error)))
                 progress.console.print(
-                    f"[yellow]skipped[/] {result.source}: {error}", highlight=False, soft_wrap=True
+                    f"[yellow]skipped[/] {escape(str(result.source))}: {escape(str(error))}",
+                    highlight=False,
+                    soft_wrap=True,
                 )
             else:
                 for stage, seconds in result.seconds.items():
@@ -249,7 +252,7 @@ def predict(
     if failures:
         console.print("[bold red]Failed:[/]")
         for path, message in failures:
-            console.print(f"  {path}: {message}", highlight=False, soft_wrap=True)
+            console.print(f"  {escape(str(path))}: {escape(message)}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
 

@@ -2,10 +2,10 @@
 
 The full-model test exports the official configuration (synthetic seed-0
 weights) in fp32 and fp16 with validation and checks parity with ml-sharp's
-golden ``full_coffee_seed0``.  On the 2-core machine it takes about 20 minutes
-when the machine is quiet (fp32 export + validation 6.3 min, fp16 ~8-11 min, two
-ORT runs on the golden input 2-5 min each, writing the 2.8 GB checkpoint) and
-close to an hour when other jobs share the cores, with a peak of 9.7 GiB RSS.
+golden ``full_coffee_seed0``.  On the 2-core machine it took 24.6 minutes with
+other jobs sharing the cores (load average 3-4): fp32 800 s (writing the 2.8 GB
+checkpoint, export + validation, one ORT run on the golden input), fp16 676 s;
+peak 9.7 GiB RSS.  Under heavier load a single fp32 export took 37 minutes.
 That does not fit CI's budget next to the other slow tests, so it runs only with
 ``SHARP_RT_FULL_EXPORT=1``::
 

@@ -127,8 +127,8 @@ class OnnxRuntimeEngine(Engine):
         if not os.access(directory, os.W_OK):
             return None
         ort = _onnxruntime()
-        weights = self.manifest.files.get("onnx_data") or self.manifest.files["onnx"]
-        key = "|".join([ort.__version__, *self.providers, weights.sha256])
+        files = [self.manifest.files[role] for role in ("onnx", "onnx_data") if role in self.manifest.files]
+        key = "|".join([ort.__version__, *self.providers, *(record.sha256 for record in files)])
         return directory / "ort-cache" / f"optimized-{hashlib.sha256(key.encode()).hexdigest()[:16]}.onnx"
 
     def run(self, image: np.ndarray, disparity_factor: np.ndarray) -> dict[str, np.ndarray]:

@@ -24,10 +24,10 @@ class TensorRTEngine(Engine):
 
     def __init__(self, directory: str | Path, *, precision: str | None = None) -> None:
         from sharp_rt.export.manifest import read_manifest
-        from sharp_rt.export.tensorrt_build import _check, _cudart, load_plan
+        from sharp_rt.export.tensorrt_build import check_cuda, cudart_module, load_plan
 
-        self._check = _check
-        self._cudart = _cudart()
+        self._check = check_cuda
+        self._cudart = cudart_module()
         self.manifest = read_manifest(directory, precision=precision)
         started = time.perf_counter()
         self.engine = load_plan(self.manifest)

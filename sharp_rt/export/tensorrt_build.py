@@ -32,7 +32,8 @@ INSTALL_HINT = (
 )
 
 
-def _cudart():
+def cudart_module():
+    """cuda-python's CUDA runtime bindings (``cuda.bindings.runtime``, or ``cuda.cudart`` before 12.8)."""
     try:
         from cuda.bindings import runtime as cudart  # cuda-python >= 12.8
     except ImportError:
@@ -47,7 +48,7 @@ def cuda_device_info(device: int = 0) -> dict[str, str]:
     CUDA GPU is visible.
     """
     try:
-        cudart = _cudart()
+        cudart = cudart_module()
     except ImportError:
         return _nvidia_smi_info(device)
     err, count = cudart.cudaGetDeviceCount()
@@ -222,7 +223,7 @@ def load_plan(manifest, *, logger=None):
     return engine
 
 
-def _check(result):
+def check_cuda(result):
     """Unpack a cuda-python ``(err, *values)`` tuple, raising on a CUDA error."""
     err, *values = result
     if int(err) != 0:
@@ -241,7 +242,7 @@ def run_plan(engine, image, disparity_factor) -> dict:
 
     from sharp_rt.export.manifest import OUTPUT_NAMES
 
-    cudart = _cudart()
+    cudart = cudart_module()
     to_device, to_host = (
         cudart.cudaMemcpyKind.cudaMemcpyHostToDevice,
         cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost,
@@ -255,22 +256,22 @@ def run_plan(engine, image, disparity_factor) -> dict:
         context.set_input_shape(name, array.shape)
     buffers: dict[str, int] = {}
     outputs: dict[str, np.ndarray] = {}
-    stream = _check(cudart.cudaStreamCreate())
+    stream = check_cuda(cudart.cudaStreamCreate())
     try:
         for name, array in inputs.items():
-            buffers[name] = _check(cudart.cudaMalloc(array.nbytes))
-            _check(cudart.cudaMemcpy(buffers[name], array.ctypes.data, array.nbytes, to_device))
+            buffers[name] = check_cuda(cudart.cudaMalloc(array.nbytes))
+            check_cuda(cudart.cudaMemcpy(buffers[name], array.ctypes.data, array.nbytes, to_device))
             context.set_tensor_address(name, buffers[name])
         for name in OUTPUT_NAMES:
             shape = tuple(context.get_tensor_shape(name))
             outputs[name] = np.empty(shape, dtype=trt.nptype(engine.get_tensor_dtype(name)))
-            buffers[name] = _check(cudart.cudaMalloc(outputs[name].nbytes))
+            buffers[name] = check_cuda(cudart.cudaMalloc(outputs[name].nbytes))
             context.set_tensor_address(name, buffers[name])
         if not context.execute_async_v3(stream):
             raise EngineError("TensorRT failed to run the engine")
-        _check(cudart.cudaStreamSynchronize(stream))
+        check_cuda(cudart.cudaStreamSynchronize(stream))
         for name, array in outputs.items():
-            _check(cudart.cudaMemcpy(array.ctypes.data, buffers[name], array.nbytes, to_host))
+            check_cuda(cudart.cudaMemcpy(array.ctypes.data, buffers[name], array.nbytes, to_host))
     finally:
         for pointer in buffers.values():
             cudart.cudaFree(pointer)
