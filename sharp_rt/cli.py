@@ -28,7 +28,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from sharp_rt import __version__
-from sharp_rt.errors import SharpError
+from sharp_rt.errors import OutputError, SharpError
 
 app = typer.Typer(
     name="sharp-rt",
@@ -172,7 +172,6 @@ def predict(
 
     with user_errors():
         images = collect_images(inputs)
-        out_dir.mkdir(parents=True, exist_ok=True)
         video = None
         if render:
             from sharp_rt.render.video import RenderOptions
@@ -183,6 +182,13 @@ def predict(
         started = time.perf_counter()
         predictor = open_predictor(engine, backend, checkpoint, device, precision, threads)
         info = predictor.engine.info
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise OutputError(
+                f"Cannot create the output folder {out_dir}: {error.strerror}",
+                hint="choose another -o/--out-dir",
+            ) from None
         console.print(
             f"Engine: {info.backend} ({info.precision}, {info.device}), {info.resolution} px, "
             f"loaded in {time.perf_counter() - started:.1f} s",

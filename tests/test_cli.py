@@ -106,3 +106,13 @@ def test_predict_render_writes_colour_and_depth_videos(tmp_path, tiny_checkpoint
     result = runner.invoke(app, [*args, "--render", "--frames", "2", "--resolution", "64"])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["chelsea.depth.mp4", "chelsea.mp4", "chelsea.ply"]
+
+
+def test_output_folder_that_is_a_file_is_a_clear_error(tmp_path, tiny_checkpoint):
+    blocker = tmp_path / "out"
+    blocker.write_text("a file, not a folder")
+    args = ["predict", str(DATA / "coffee.png"), "-o", str(blocker), "-c", str(tiny_checkpoint)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert "Cannot create the output folder" in result.output
+    assert blocker.read_text() == "a file, not a folder"
