@@ -14,7 +14,8 @@
 #include "sharp_rt/sharp_rt.hpp"
 #include "test_io.hpp"
 
-using sharp_rt_test::read_array;
+using sharp_rt_test::load_ndc;
+using sharp_rt_test::NdcFiles;
 
 template <typename F>
 static double median_seconds(int repeats, F&& f) {
@@ -36,24 +37,11 @@ int main(int argc, char** argv) {
     try {
         const std::string dir = argv[1];
         const int repeats = argc > 2 ? std::max(1, std::stoi(argv[2])) : 5;
-        const auto means = read_array<float>(dir + "/ndc_mean_vectors.bin");
-        const auto scales = read_array<float>(dir + "/ndc_singular_values.bin");
-        const auto quats = read_array<float>(dir + "/ndc_quaternions.bin");
-        const auto colors = read_array<float>(dir + "/ndc_colors.bin");
-        const auto opacities = read_array<float>(dir + "/ndc_opacities.bin");
-        const auto camera = read_array<double>(dir + "/camera.bin");
-        if (camera.size() != 3) throw std::runtime_error("camera.bin must hold 3 float64 values");
-        sharp_rt::NdcGaussiansView view;
-        view.mean_vectors = means.data();
-        view.singular_values = scales.data();
-        view.quaternions = quats.data();
-        view.colors = colors.data();
-        view.opacities = opacities.data();
-        view.count = opacities.size();
-        const int width = static_cast<int>(camera[1]), height = static_cast<int>(camera[2]);
+        const NdcFiles ndc = load_ndc(dir);
+        const sharp_rt::NdcGaussiansView view = ndc.view();
         sharp_rt::Gaussians g;
         const double t_unproject =
-            median_seconds(repeats, [&] { g = sharp_rt::unproject(view, camera[0], width, height); });
+            median_seconds(repeats, [&] { g = sharp_rt::unproject(view, ndc.f_px, ndc.width, ndc.height); });
         const double t_ply = median_seconds(repeats, [&] { sharp_rt::write_ply_file(g, dir + "/bench.ply"); });
         const double t_splat = median_seconds(repeats, [&] { sharp_rt::write_splat_file(g, dir + "/bench.splat"); });
         std::printf("gaussians %zu\nunproject %.6f\nwrite_ply %.6f\nwrite_splat %.6f\n", g.size(), t_unproject,

@@ -12,7 +12,8 @@
 #include "sharp_rt/sharp_rt.hpp"
 #include "test_io.hpp"
 
-using sharp_rt_test::read_array;
+using sharp_rt_test::load_ndc;
+using sharp_rt_test::NdcFiles;
 using sharp_rt_test::write_array;
 
 static int run_preprocess(const std::string& image_path, int size, const std::string& out_path) {
@@ -22,25 +23,8 @@ static int run_preprocess(const std::string& image_path, int size, const std::st
 }
 
 static int run_gaussians(const std::string& dir) {
-    const auto means = read_array<float>(dir + "/ndc_mean_vectors.bin");
-    const auto scales = read_array<float>(dir + "/ndc_singular_values.bin");
-    const auto quats = read_array<float>(dir + "/ndc_quaternions.bin");
-    const auto colors = read_array<float>(dir + "/ndc_colors.bin");
-    const auto opacities = read_array<float>(dir + "/ndc_opacities.bin");
-    const auto camera = read_array<double>(dir + "/camera.bin");
-    if (camera.size() != 3) throw std::runtime_error("camera.bin must hold 3 float64 values");
-    const std::size_t n = opacities.size();
-    if (means.size() != 3 * n || scales.size() != 3 * n || quats.size() != 4 * n || colors.size() != 3 * n)
-        throw std::runtime_error("inconsistent NDC arrays");
-    sharp_rt::NdcGaussiansView view;
-    view.mean_vectors = means.data();
-    view.singular_values = scales.data();
-    view.quaternions = quats.data();
-    view.colors = colors.data();
-    view.opacities = opacities.data();
-    view.count = n;
-    const sharp_rt::Gaussians g =
-        sharp_rt::unproject(view, camera[0], static_cast<int>(camera[1]), static_cast<int>(camera[2]));
+    const NdcFiles ndc = load_ndc(dir);
+    const sharp_rt::Gaussians g = sharp_rt::unproject(ndc.view(), ndc.f_px, ndc.width, ndc.height);
     write_array(dir + "/cpp_mean_vectors.bin", g.mean_vectors);
     write_array(dir + "/cpp_singular_values.bin", g.singular_values);
     write_array(dir + "/cpp_quaternions.bin", g.quaternions);

@@ -6,6 +6,8 @@
 
 #include <array>
 #include <cstddef>
+#include <cstdio>
+#include <fstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -75,6 +77,28 @@ inline Gaussians unproject(const NdcGaussiansView& ndc, double f_px, int width, 
     transform_frames(ndc.quaternions, ndc.singular_values, n, linear, out.quaternions.data(),
                      out.singular_values.data());
     return out;
+}
+
+/// Write a file atomically: `write(std::ostream&)` fills `path + ".tmp"`, which is then renamed
+/// over `path`.  Throws std::runtime_error (naming `who`) if the file cannot be opened, written or
+/// renamed; the temporary is removed on any error, and exceptions from `write` propagate.
+template <typename Writer>
+inline void write_file_atomically(const std::string& path, const char* who, Writer&& write) {
+    const std::string tmp = path + ".tmp";
+    try {
+        std::ofstream os(tmp, std::ios::binary | std::ios::trunc);
+        if (!os) throw std::runtime_error(std::string(who) + ": cannot open " + tmp);
+        write(os);
+        os.close();
+        if (!os) throw std::runtime_error(std::string(who) + ": cannot write " + tmp);
+    } catch (...) {
+        std::remove(tmp.c_str());
+        throw;
+    }
+    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+        std::remove(tmp.c_str());
+        throw std::runtime_error(std::string(who) + ": cannot rename " + tmp + " to " + path);
+    }
 }
 
 }  // namespace sharp_rt

@@ -140,21 +140,7 @@ inline void write_ply(const Gaussians& g, std::ostream& os, PlyLayout layout = P
 /// Throws std::runtime_error if the file cannot be written or renamed (the temporary is removed),
 /// std::invalid_argument for inconsistent buffers.
 inline void write_ply_file(const Gaussians& g, const std::string& path, PlyLayout layout = PlyLayout::Sharp) {
-    const std::string tmp = path + ".tmp";
-    try {
-        std::ofstream os(tmp, std::ios::binary | std::ios::trunc);
-        if (!os) throw std::runtime_error("write_ply_file: cannot open " + tmp);
-        write_ply(g, os, layout);
-        os.close();
-        if (!os) throw std::runtime_error("write_ply_file: cannot write " + tmp);
-    } catch (...) {
-        std::remove(tmp.c_str());
-        throw;
-    }
-    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-        std::remove(tmp.c_str());
-        throw std::runtime_error("write_ply_file: cannot rename " + tmp + " to " + path);
-    }
+    write_file_atomically(path, "write_ply_file", [&](std::ostream& os) { write_ply(g, os, layout); });
 }
 
 }  // namespace sharp_rt

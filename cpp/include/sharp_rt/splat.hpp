@@ -96,21 +96,7 @@ inline void write_splat(const Gaussians& g, std::ostream& os) {
 /// Write metric Gaussians as a .splat file via "<path>.tmp" and a rename (see write_ply_file).
 /// Throws std::runtime_error on I/O failure, std::invalid_argument for inconsistent buffers.
 inline void write_splat_file(const Gaussians& g, const std::string& path) {
-    const std::string tmp = path + ".tmp";
-    try {
-        std::ofstream os(tmp, std::ios::binary | std::ios::trunc);
-        if (!os) throw std::runtime_error("write_splat_file: cannot open " + tmp);
-        write_splat(g, os);
-        os.close();
-        if (!os) throw std::runtime_error("write_splat_file: cannot write " + tmp);
-    } catch (...) {
-        std::remove(tmp.c_str());
-        throw;
-    }
-    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-        std::remove(tmp.c_str());
-        throw std::runtime_error("write_splat_file: cannot rename " + tmp + " to " + path);
-    }
+    write_file_atomically(path, "write_splat_file", [&](std::ostream& os) { write_splat(g, os); });
 }
 
 }  // namespace sharp_rt
