@@ -1,7 +1,7 @@
 """The ``sharp-rt`` command line.
 
 ```
-sharp-rt predict INPUT... -o OUT_DIR   photos -> .ply / .splat (+ videos with --render)
+sharp-rt predict INPUT... -o OUT_DIR   photos -> .ply / .splat (+ videos; --ray: a cluster; --server: Triton)
 sharp-rt export [--precision fp16]     checkpoint -> ONNX / TensorRT engine directory
 sharp-rt render PLY... -o OUT_DIR      trajectory videos of splats
 sharp-rt info                          what is installed and usable
@@ -16,9 +16,7 @@ message with a hint and exit non-zero, without a traceback.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -28,7 +26,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from sharp_rt import __version__
-from sharp_rt.errors import OutputError, SharpError
+from sharp_rt.errors import SharpError
 
 app = typer.Typer(
     name="sharp-rt",
@@ -38,14 +36,6 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console(stderr=True)
-
-
-class OutputFormat(str, Enum):
-    """File formats ``predict`` writes."""
-
-    ply = "ply"
-    plain_ply = "plain-ply"
-    splat = "splat"
 
 
 def _version(value: bool) -> None:
@@ -73,193 +63,6 @@ def user_errors() -> Iterator[None]:
         if error.hint:
             console.print(f"  [dim]hint:[/] {escape(error.hint)}", highlight=False)
         raise typer.Exit(2) from None
-
-
-def collect_images(inputs: list[str]) -> list[Path]:
-    """Expand files, folders (recursively, image extensions only) and glob patterns, in order."""
-    from sharp_rt.inputs import expand_inputs
-    from sharp_rt.runtime.image_io import IMAGE_EXTENSIONS
-
-    return expand_inputs(inputs, IMAGE_EXTENSIONS, "images")
-
-
-def _output_path(out_dir: Path, image: Path, fmt: OutputFormat) -> Path:
-    return out_dir / f"{image.stem}{'.splat' if fmt is OutputFormat.splat else '.ply'}"
-
-
-DEFAULT_ENGINE_DIRS = (Path("engines/sharp-fp16"), Path("engines/sharp-fp32"))
-
-
-class Backend(str, Enum):
-    """Inference backends ``predict`` can use."""
-
-    auto = "auto"
-    tensorrt = "tensorrt"
-    onnxruntime = "onnxruntime"
-    torch = "torch"
-
-
-def open_predictor(
-    engine: Path | None,
-    backend: Backend,
-    checkpoint: Path | None,
-    device: str,
-    precision: str,
-    threads: int | None,
-):
-    """Pick the engine: an export directory, the default export, or torch from a checkpoint."""
-    from sharp_rt.predictor import Predictor
-
-    if engine is None and backend is not Backend.torch and checkpoint is None:
-        engine = next((d for d in DEFAULT_ENGINE_DIRS if (d / "manifest.json").is_file()), None)
-        if engine is None:
-            raise SharpError(
-                "No exported engine found (looked in " + ", ".join(map(str, DEFAULT_ENGINE_DIRS)) + ")",
-                hint="create one with `sharp-rt export --precision fp16` (GPU) or "
-                "`sharp-rt export --precision fp32` (CPU), pass --engine DIR, "
-                "or run the PyTorch reference with `--backend torch`",
-            )
-    if engine is not None and backend is not Backend.torch:
-        options = {"threads": threads} if threads and backend is not Backend.tensorrt else {}
-        return Predictor.from_artifact(engine, backend=backend.value, **options)
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    return Predictor.from_checkpoint(checkpoint, device=device, precision=precision)
-
-
-@app.command()
-def predict(
-    inputs: Annotated[list[str], typer.Argument(help="Images, folders (recursive) or glob patterns.")],
-    out_dir: Annotated[
-        Path, typer.Option("-o", "--out-dir", help="Where to write one file per image.")
-    ] = Path("splats"),
-    engine: Annotated[
-        Path | None, typer.Option("--engine", help="Export directory (from `sharp-rt export`).")
-    ] = None,
-    backend: Annotated[
-        Backend, typer.Option(help="Inference backend; auto: TensorRT plan if usable, else ONNX Runtime.")
-    ] = Backend.auto,
-    checkpoint: Annotated[
-        Path | None,
-        typer.Option(
-            "-c", "--checkpoint", help="Checkpoint for the torch backend; default: the official one."
-        ),
-    ] = None,
-    device: Annotated[str, typer.Option(help="torch backend: auto, cpu, cuda[:N] or mps.")] = "auto",
-    precision: Annotated[
-        str, typer.Option(help="torch backend: fp32, bf16 (CPU/GPU) or fp16 (GPU).")
-    ] = "fp32",
-    fmt: Annotated[OutputFormat, typer.Option("--format", help="Output file format.")] = OutputFormat.ply,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
-    threads: Annotated[
-        int | None, typer.Option(help="CPU threads for inference (default: all cores).")
-    ] = None,
-    render: Annotated[
-        bool, typer.Option("--render", help="Also render OUT_DIR/<stem>.mp4 + .depth.mp4 (extra [render]).")
-    ] = False,
-    trajectory: Annotated[str, typer.Option(help="--render: swipe, shake, rotate or rotate_forward.")] = (
-        "rotate_forward"
-    ),
-    frames: Annotated[int, typer.Option(min=1, help="--render: frames per video.")] = 60,
-    resolution: Annotated[
-        str | None, typer.Option(help="--render: '512' (longer side) or '640x480'.")
-    ] = None,
-) -> None:
-    """Turn photos into 3D Gaussian splats: OUT_DIR/<image stem>.ply (or .splat)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with user_errors():
-        images = collect_images(inputs)
-        video = None
-        if render:
-            from sharp_rt.render.video import RenderOptions
-
-            video = RenderOptions(
-                trajectory=trajectory, frames=frames, resolution=resolution, overwrite=overwrite
-            )
-        started = time.perf_counter()
-        predictor = open_predictor(engine, backend, checkpoint, device, precision, threads)
-        info = predictor.engine.info
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise OutputError(
-                f"Cannot create the output folder {out_dir}: {error.strerror}",
-                hint="choose another -o/--out-dir",
-            ) from None
-        console.print(
-            f"Engine: {info.backend} ({info.precision}, {info.device}), {info.resolution} px, "
-            f"loaded in {time.perf_counter() - started:.1f} s",
-            highlight=False,
-        )
-
-    todo = []
-    failures: list[tuple[Path, str]] = []
-    for image_path in images:
-        target = _output_path(out_dir, image_path, fmt)
-        if target.exists() and not overwrite:
-            failures.append((image_path, f"{target} exists (pass --overwrite to replace it)"))
-        else:
-            todo.append(image_path)
-
-    totals: dict[str, float] = {}
-    written = gaussians_total = 0
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with predictor, Progress(*columns, console=console) as progress:
-        task = progress.add_task("Predicting", total=len(todo))
-        for result in predictor.predict_many(todo):
-            target = _output_path(out_dir, result.source, fmt)
-            try:
-                if result.error is not None:
-                    raise result.error
-                started = time.perf_counter()
-                if fmt is OutputFormat.splat:
-                    result.gaussians.save_splat(target, overwrite=overwrite)
-                else:
-                    layout = "plain" if fmt is OutputFormat.plain_ply else "sharp"
-                    result.gaussians.save_ply(target, layout=layout, overwrite=overwrite)
-                result.seconds["write"] = time.perf_counter() - started
-                if video is not None:
-                    from sharp_rt.render.video import render_video
-
-                    started = time.perf_counter()
-                    render_video(result.gaussians, out_dir / f"{result.source.stem}.mp4", video)
-                    result.seconds["render"] = time.perf_counter() - started
-            except SharpError as error:
-                failures.append((result.source, str(error)))
-                progress.console.print(
-                    f"[yellow]skipped[/] {escape(str(result.source))}: {escape(str(error))}",
-                    highlight=False,
-                    soft_wrap=True,
-                )
-            else:
-                for stage, seconds in result.seconds.items():
-                    totals[stage] = totals.get(stage, 0.0) + seconds
-                written += 1
-                gaussians_total += len(result.gaussians)
-                progress.console.print(
-                    f"{result.source.name} -> {target}  ({sum(result.seconds.values()):.2f} s)",
-                    highlight=False,
-                )
-            progress.advance(task)
-
-    table = Table(title="sharp-rt predict")
-    for column in ("images written", "failed", "Gaussians", *(f"mean {stage} (s)" for stage in totals)):
-        table.add_column(column)
-    table.add_row(
-        str(written),
-        str(len(failures)),
-        f"{gaussians_total:,}",
-        *(f"{t / written:.3f}" for t in totals.values()),
-    )
-    console.print(table)
-    if failures:
-        console.print("[bold red]Failed:[/]")
-        for path, message in failures:
-            console.print(f"  {escape(str(path))}: {escape(message)}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
 
 
 @app.command("checkpoint")
@@ -395,8 +198,10 @@ def info(
 def _register_subcommands() -> None:
     """Commands that live next to their feature (light imports; heavy ones happen inside)."""
     from sharp_rt.export.cli import export_command
+    from sharp_rt.predict_cli import predict_command
     from sharp_rt.render.cli import render_command
 
+    app.command("predict")(predict_command)
     app.command("export")(export_command)
     app.command("render")(render_command)
 

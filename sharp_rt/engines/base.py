@@ -75,7 +75,7 @@ class Engine(abc.ABC):
     def check_inputs(self, image: np.ndarray, disparity_factor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Validate shapes and convert to contiguous float32."""
         size = self.info.resolution
-        image = np.ascontiguousarray(image, dtype=np.float32)
+        image = np.require(image, np.float32, ("C_CONTIGUOUS", "WRITEABLE"))  # torch wants writable
         disparity_factor = np.ascontiguousarray(disparity_factor, dtype=np.float32).reshape(-1)
         if image.ndim != 4 or image.shape[1:] != (3, size, size):
             raise ValueError(f"image must be [B, 3, {size}, {size}], got {list(image.shape)}")

@@ -67,6 +67,35 @@ def _header(n: int, layout: Layout) -> bytes:
     return ("\n".join(lines) + "\n").encode("ascii")
 
 
+_PLY_TYPE_SIZES = {
+    "char": 1, "uchar": 1, "int8": 1, "uint8": 1, "short": 2, "ushort": 2, "int16": 2, "uint16": 2,
+    "int": 4, "uint": 4, "int32": 4, "uint32": 4, "float": 4, "float32": 4, "double": 8, "float64": 8,
+}  # fmt: skip
+
+
+def ply_expected_size(head: bytes) -> int | None:
+    """Byte size a binary PLY must have, from its header (the file's first bytes); None if not computable.
+
+    Lets a reader tell a complete file from a truncated one without parsing the body.
+    """
+    end = head.find(b"end_header\n")
+    if not head.startswith(b"ply\n") or end < 0:
+        return None
+    total, row = end + len(b"end_header\n"), 0
+    count = 0
+    for line in head[:end].decode("ascii", errors="replace").splitlines()[1:]:
+        words = line.split()
+        if words[:1] == ["format"] and words[1:2] not in (["binary_little_endian"], ["binary_big_endian"]):
+            return None  # ASCII bodies have no fixed size
+        if words[:1] == ["element"] and len(words) == 3 and words[2].isdigit():
+            total, row, count = total + row * count, 0, int(words[2])
+        elif words[:1] == ["property"] and len(words) == 3 and words[1] in _PLY_TYPE_SIZES:
+            row += _PLY_TYPE_SIZES[words[1]]
+        elif words[:1] == ["property"]:
+            return None  # list properties have no fixed size
+    return total + row * count
+
+
 def disparity_quantiles(z: np.ndarray) -> np.ndarray:
     """Compute the 10% and 90% quantiles of ``1 / z`` as ``torch.quantile`` does (float32 [2]).
 

@@ -87,6 +87,13 @@ def _copy_with_progress(source, target, total: int | None, label: str, progress:
             bar.advance(task, len(chunk))
 
 
+def _unreadable(path: Path, error: Exception) -> CheckpointError:
+    return CheckpointError(
+        f"Cannot read checkpoint {path}: {type(error).__name__}: {str(error).splitlines()[0]}",
+        hint="the file is corrupt or truncated (an interrupted download?): delete it and download it again",
+    )
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a ``.pt`` / ``.pth`` state dict or a ``.safetensors`` file into CPU memory."""
     path = Path(path)
@@ -102,11 +109,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch and safetensors raise many types for bad files
-        raise CheckpointError(
-            f"Cannot read checkpoint {path}: {type(error).__name__}: {str(error).splitlines()[0]}",
-            hint="the file is corrupt or truncated (an interrupted download?): "
-            "delete it and download it again",
-        ) from None
+        raise _unreadable(path, error) from None
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -115,6 +118,31 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             hint="pass the SHARP predictor's state dict, e.g. sharp_2572gikvuh.pt",
         )
     return dict(state)
+
+
+def checkpoint_config(path: str | Path) -> SharpConfig:
+    """The preset of a checkpoint file from its tensor shapes, without reading its weights."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"Checkpoint not found: {path}", hint="check the path passed with -c/--checkpoint"
+        )
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as handle:
+                shapes = {key: handle.get_slice(key).get_shape() for key in handle.keys()}
+            state = {key: torch.empty(shape, device="meta") for key, shape in shapes.items()}
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # torch and safetensors raise many types for bad files
+        raise _unreadable(path, error) from None
+    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
+        state = state["state_dict"]
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{path} does not hold a state dict (a mapping of names to tensors)")
+    return detect_config(state)
 
 
 def _layout(config: SharpConfig) -> dict[str, tuple[int, ...]]:

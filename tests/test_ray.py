@@ -1,0 +1,135 @@
+"""``sharp-rt predict --ray`` on a local Ray cluster (2 CPUs): same bytes as one process, bad files
+reported, a killed worker loses nothing, reruns resume."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from conftest import DATA
+from typer.testing import CliRunner
+
+from sharp_rt.cli import app
+from sharp_rt.errors import SharpError
+from sharp_rt.predictor import EngineSpec
+
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'sharp-rt[ray]')")
+from sharp_rt.ray_batch import CRASH_ONCE_ENV, RayOptions, plan_resources  # noqa: E402
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def local_cluster():
+    """A local Ray instance with 2 CPUs, shared by this module's tests (the CLI joins it)."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture()
+def photos(tmp_path):
+    """Two good photos (one nested) and one corrupt JPEG."""
+    folder = tmp_path / "photos"
+    (folder / "nested").mkdir(parents=True)
+    shutil.copy(DATA / "coffee.png", folder / "coffee.png")
+    shutil.copy(DATA / "chelsea.png", folder / "nested" / "chelsea.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def single_process_outputs(tmp_path_factory, tiny_checkpoint):
+    """The single-process run (torch backend, 1 thread) the Ray runs must reproduce."""
+    folder = tmp_path_factory.mktemp("single")
+    for name in ("coffee.png", "chelsea.png"):
+        shutil.copy(DATA / name, folder / name)
+    out = folder / "out"
+    args = ["predict", str(folder), "-o", str(out), "-c", str(tiny_checkpoint), "--backend", "torch"]
+    result = runner.invoke(app, [*args, "--device", "cpu", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    return {path.name: path.read_bytes() for path in out.iterdir()}
+
+
+def ray_predict(photos, out, checkpoint, *extra):
+    args = ["predict", str(photos), "-o", str(out), "-c", str(checkpoint), "--backend", "torch"]
+    return runner.invoke(app, [*args, "--device", "cpu", "--threads", "1", "--ray", "local", *extra])
+
+
+def test_ray_outputs_equal_single_process_bytes_and_bad_file_is_reported(
+    local_cluster, photos, tmp_path, tiny_checkpoint, single_process_outputs
+):
+    out = tmp_path / "out"
+    result = ray_predict(photos, out, tiny_checkpoint, "--workers", "2")
+    assert result.exit_code == 1, result.output  # the corrupt JPEG fails; the others are written
+    assert "Ray: 2 workers" in result.output
+    assert "broken.jpg" in result.output.split("Failed:")[1]
+    assert "Traceback" not in result.output
+    written = {path.name: path.read_bytes() for path in out.iterdir()}
+    assert written.keys() == single_process_outputs.keys() == {"coffee.ply", "chelsea.ply"}
+    for name, data in written.items():
+        assert data == single_process_outputs[name], f"{name} differs from the single-process output"
+
+
+def test_killed_worker_is_restarted_and_no_image_is_lost(
+    local_cluster, photos, tmp_path, tiny_checkpoint, single_process_outputs, monkeypatch
+):
+    marker = tmp_path / "crashed-once"
+    monkeypatch.setenv(CRASH_ONCE_ENV, str(marker))
+    out = tmp_path / "out"
+    result = ray_predict(photos, out, tiny_checkpoint, "--workers", "2", "--format", "ply")
+    assert marker.exists(), "the test hook did not kill a worker"
+    assert result.exit_code == 1, result.output  # only the corrupt JPEG
+    assert "lost" not in result.output
+    written = {path.name: path.read_bytes() for path in out.iterdir()}
+    assert written == single_process_outputs
+
+
+def test_rerun_skips_complete_outputs_and_keeps_partial_ones(
+    local_cluster, photos, tmp_path, tiny_checkpoint
+):
+    (photos / "broken.jpg").unlink()
+    out = tmp_path / "out"
+    assert ray_predict(photos, out, tiny_checkpoint, "--workers", "1").exit_code == 0
+    coffee, chelsea = out / "coffee.ply", out / "chelsea.ply"
+    coffee_stat = coffee.stat()
+    chelsea.write_bytes(chelsea.read_bytes()[:1000])  # a partial file left by something else: kept
+    result = ray_predict(photos, out, tiny_checkpoint, "--workers", "1")
+    assert "1 of 2 images already have complete outputs" in result.output
+    assert result.exit_code == 1 and "not a complete .ply" in result.output
+    assert coffee.stat().st_mtime_ns == coffee_stat.st_mtime_ns  # not redone
+    assert len(chelsea.read_bytes()) == 1000  # never overwritten without --overwrite
+    assert ray_predict(photos, out, tiny_checkpoint, "--workers", "1", "--overwrite").exit_code == 0
+    assert chelsea.stat().st_size == coffee_stat.st_size
+
+
+def test_ray_refuses_render_and_server():
+    result = runner.invoke(app, ["predict", str(DATA / "coffee.png"), "--ray", "local", "--render"])
+    assert result.exit_code == 2 and "sharp-rt render" in result.output
+
+
+SPEC = EngineSpec(checkpoint=None, backend="torch")
+
+
+def test_cpu_cluster_shares_cpus_between_actors_and_io_tasks():
+    resources = plan_resources(RayOptions(workers=2), SPEC, {"CPU": 2.0})
+    assert (resources.workers, resources.cpus_per_worker, resources.gpus_per_worker) == (2, 0.75, 0.0)
+    assert resources.threads == 1
+
+
+def test_gpu_cluster_defaults_to_one_actor_per_gpu():
+    resources = plan_resources(RayOptions(), SPEC, {"CPU": 32.0, "GPU": 4.0})
+    assert (resources.workers, resources.cpus_per_worker, resources.gpus_per_worker) == (4, 1.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("options", "cluster", "message"),
+    [
+        (RayOptions(workers=4, cpus_per_worker=1), {"CPU": 2.0}, "leave no CPU"),
+        (RayOptions(workers=3, gpus_per_worker=1), {"CPU": 8.0, "GPU": 2.0}, "exceed the cluster's 2 GPUs"),
+        (RayOptions(gpus_per_worker=1), {"CPU": 8.0}, "has 0 GPUs"),
+    ],
+)
+def test_impossible_actor_pools_are_clear_errors(options, cluster, message):
+    with pytest.raises(SharpError, match=message):
+        plan_resources(options, SPEC, cluster)
