@@ -109,7 +109,7 @@ def plan_resources(options: RayOptions, spec: EngineSpec, cluster: dict[str, flo
             f"on this Ray cluster ({cpus:g} CPUs)",
             hint="lower --workers or --cpus-per-worker",
         )
-    threads = spec.threads or max(1, int(cpus_per_worker))
+    threads = spec.threads or max(1, round(cpus_per_worker))
     return Resources(workers, cpus_per_worker, gpus_per_worker, threads)
 
 
@@ -192,7 +192,7 @@ def _result(row: dict[str, Any]) -> ImageResult:
     )
 
 
-def _pipeline(
+def build_dataset(
     rows: list[dict[str, str]],
     resolution: int,
     spec: EngineSpec,
@@ -201,13 +201,23 @@ def _pipeline(
     resources: Resources,
     max_retries: int,
 ):
-    """The Ray Data dataset: decode tasks -> engine actor pool -> write tasks (see the module docstring)."""
+    """The Ray Data dataset: decode tasks -> engine actor pool -> write tasks (see the module docstring).
+
+    rows: ``{"source", "target"}`` with absolute paths.  The three stages stay separate
+    operators (Ray Data fuses a task map into a following actor map only when their remote
+    arguments agree; the actors' restart settings keep them apart), so decoding and writing
+    run in parallel with inference.
+    """
     import ray.data
 
-    return (
-        ray.data.from_items(rows, override_num_blocks=len(rows))
-        .map(decode_row, fn_kwargs={"resolution": resolution}, num_cpus=IO_TASK_CPUS)
-        .map_batches(
+    decoded = ray.data.from_items(rows, override_num_blocks=len(rows)).map(
+        decode_row, fn_kwargs={"resolution": resolution}, num_cpus=IO_TASK_CPUS
+    )
+    with warnings.catch_warnings():
+        # max_restarts / max_task_retries have no named parameter in Ray 2.60 and only
+        # ray_remote_args bounds them (the default retries forever); pyproject pins ray < 2.64.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        inferred = decoded.map_batches(
             EngineActor,
             fn_constructor_kwargs={
                 "spec": dataclasses.replace(spec, threads=resources.threads),
@@ -220,8 +230,8 @@ def _pipeline(
             max_restarts=max_retries,
             max_task_retries=max_retries,
         )
-        .map(write_row, fn_kwargs={"fmt": fmt.value, "overwrite": overwrite}, num_cpus=IO_TASK_CPUS)
-    )
+    settings = {"fmt": fmt.value, "overwrite": overwrite}
+    return inferred.map(write_row, fn_kwargs=settings, num_cpus=IO_TASK_CPUS)
 
 
 def predict_on_ray(
@@ -254,11 +264,7 @@ def predict_on_ray(
         context.max_errored_blocks = -1  # a lost image is reported, not fatal
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         absolute = [{"source": str(s.resolve()), "target": str(t.resolve())} for s, t in todo]
-        with warnings.catch_warnings():
-            # max_restarts / max_task_retries have no named parameter in Ray 2.60 and only
-            # ray_remote_args bounds them (the default retries forever); pyproject pins ray < 2.64.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            dataset = _pipeline(absolute, resolution, spec, fmt, overwrite, resources, options.max_retries)
+        dataset = build_dataset(absolute, resolution, spec, fmt, overwrite, resources, options.max_retries)
         pending = {row["source"]: pair for row, pair in zip(absolute, todo, strict=True)}
         for row in dataset.iter_rows():
             source, target = pending.pop(row["source"])

@@ -133,3 +133,17 @@ def test_gpu_cluster_defaults_to_one_actor_per_gpu():
 def test_impossible_actor_pools_are_clear_errors(options, cluster, message):
     with pytest.raises(SharpError, match=message):
         plan_resources(options, SPEC, cluster)
+
+
+def test_decode_inference_and_write_run_as_separate_ray_operators(local_cluster, tmp_path, tiny_checkpoint):
+    from sharp_rt.outputs import OutputFormat
+    from sharp_rt.ray_batch import Resources, build_dataset
+
+    spec = EngineSpec(checkpoint=tiny_checkpoint.resolve(), backend="torch", device="cpu")
+    rows = [{"source": str(DATA / "coffee.png"), "target": str(tmp_path / "coffee.ply")}]
+    dataset = build_dataset(rows, 384, spec, OutputFormat.ply, False, Resources(1, 1.0, 0.0, 1), 1)
+    assert [row["error"] for row in dataset.iter_rows()] == [""]
+    stats = dataset.stats()
+    for operator in ("Map(decode_row)", "MapBatches(EngineActor)", "Map(write_row)"):
+        assert f"] {operator}:" in stats or f" {operator}: " in stats, stats
+    assert "Map(decode_row)->" not in stats  # not fused into the actors

@@ -170,6 +170,7 @@ def export_engine(
     out_dir: str | Path | None = None,
     validate: bool = True,
     dynamic_batch: bool = False,
+    max_batch: int = 4,
     overwrite: bool = False,
     log: Callable[[str], None] = lambda message: None,
 ) -> ExportResult:
@@ -180,6 +181,7 @@ def export_engine(
     target: ``onnx``, or ``tensorrt`` (also builds ``model.plan``; needs TensorRT and a GPU).
     out_dir: default ``engines/<config>-<precision>``.
     validate: run the ONNX with ONNX Runtime on a probe and compare with ``sharp_ref`` fp32.
+    max_batch: largest batch of the TensorRT profile of a ``dynamic_batch`` plan.
     A failed validation still writes everything (manifest marked ``failed``):
     check :attr:`ExportResult.passed`.  User errors raise :class:`SharpError`.
     """
@@ -264,6 +266,7 @@ def export_engine(
             out / PLAN_NAME,
             resolution=config.internal_resolution,
             dynamic_batch=dynamic_batch,
+            max_batch=max_batch,
             log=log,
         )
         if validate:
