@@ -118,6 +118,7 @@ def synthetic(
 def _probe(module: str) -> tuple[str, str]:
     """(status, details) of an optional package: version and what it can run on."""
     import importlib
+    import importlib.metadata
 
     try:
         mod = importlib.import_module(module)
@@ -125,7 +126,12 @@ def _probe(module: str) -> tuple[str, str]:
         return "missing" if isinstance(error, ModuleNotFoundError) else "broken", str(error).splitlines()[0][
             :90
         ]
-    version = getattr(mod, "__version__", "?")
+    version = getattr(mod, "__version__", None)
+    if version is None:
+        try:
+            version = importlib.metadata.version(module)
+        except importlib.metadata.PackageNotFoundError:
+            version = "?"
     if module == "torch":
         gpus = [mod.cuda.get_device_name(i) for i in range(mod.cuda.device_count())]
         extra = f"CUDA: {', '.join(gpus)}" if gpus else "CUDA: none"
@@ -155,6 +161,8 @@ def info(
         ("onnx (export)", "onnx"),
         ("gsplat (GPU rendering)", "gsplat"),
         ("pillow-heif (HEIC)", "pillow_heif"),
+        ("Ray (predict --ray)", "ray"),
+        ("Triton client (predict --server)", "tritonclient"),
     ]:
         table.add_row(label, *_probe(module))
     typer.echo("")

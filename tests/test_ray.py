@@ -147,3 +147,37 @@ def test_decode_inference_and_write_run_as_separate_ray_operators(local_cluster,
     for operator in ("Map(decode_row)", "MapBatches(EngineActor)", "Map(write_row)"):
         assert f"] {operator}:" in stats or f" {operator}: " in stats, stats
     assert "Map(decode_row)->" not in stats  # not fused into the actors
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory, tiny_checkpoint):
+    """The tiny checkpoint exported to fp32 ONNX (no validation: test_engines covers it)."""
+    from sharp_rt.export.pipeline import export_engine
+
+    out = tmp_path_factory.mktemp("engines") / "tiny-fp32"
+    export_engine(tiny_checkpoint, precision="fp32", out_dir=out, validate=False)
+    return out
+
+
+def test_ray_with_an_onnxruntime_engine_writes_the_single_process_bytes(
+    local_cluster, photos, tmp_path, tiny_onnx
+):
+    (photos / "broken.jpg").unlink()
+    outputs = {}
+    for name, extra in (("single", []), ("ray", ["--ray", "local", "--workers", "2"])):
+        out = tmp_path / name
+        args = [
+            "predict",
+            str(photos),
+            "-o",
+            str(out),
+            "--engine",
+            str(tiny_onnx),
+            "--backend",
+            "onnxruntime",
+        ]
+        result = runner.invoke(app, [*args, "--threads", "1", "--format", "splat", *extra])
+        assert result.exit_code == 0, result.output
+        outputs[name] = {path.name: path.read_bytes() for path in out.iterdir()}
+    assert outputs["ray"].keys() == {"coffee.splat", "chelsea.splat"}
+    assert outputs["ray"] == outputs["single"]
