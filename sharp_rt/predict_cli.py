@@ -203,6 +203,9 @@ def predict_command(
     cpus_per_worker: Annotated[
         float | None, typer.Option(min=0.05, help="--ray: logical CPUs per actor (default: 1 or a share).")
     ] = None,
+    max_retries: Annotated[
+        int, typer.Option(min=0, help="--ray: restarts of a dead worker before its images are lost.")
+    ] = 3,
     server: Annotated[
         str | None,
         typer.Option(
@@ -273,7 +276,7 @@ def predict_command(
         else:
             from sharp_rt.ray_batch import RayOptions, predict_on_ray
 
-            options = RayOptions(ray, workers, gpus_per_worker, cpus_per_worker)
+            options = RayOptions(ray, workers, gpus_per_worker, cpus_per_worker, max_retries)
             results = predict_on_ray(
                 plan.todo,
                 spec,

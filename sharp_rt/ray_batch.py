@@ -181,6 +181,18 @@ def write_row(row: dict[str, Any], fmt: str, overwrite: bool) -> dict[str, Any]:
     return out
 
 
+def _with_checkpoint_file(spec: EngineSpec) -> EngineSpec:
+    """Download the official checkpoint once, here, and name it, so workers do not each fetch it."""
+    if not spec.uses_torch or spec.checkpoint is not None:
+        return spec
+    from sharp_rt.sharp_ref.checkpoint import default_checkpoint_path, download_checkpoint
+
+    path = default_checkpoint_path()
+    if not path.is_file():
+        download_checkpoint(path)
+    return dataclasses.replace(spec, checkpoint=path)
+
+
 def _message(error: Exception) -> str:
     return str(error) if isinstance(error, SharpError) else f"{type(error).__name__}: {error}"
 
@@ -250,6 +262,7 @@ def predict_on_ray(
     """
     if not todo:
         return
+    spec = _with_checkpoint_file(spec)
     resolution = spec.resolution()  # also checks the engine / checkpoint before any worker starts
     started_here = connect(options.address)
     try:
@@ -266,11 +279,21 @@ def predict_on_ray(
         absolute = [{"source": str(s.resolve()), "target": str(t.resolve())} for s, t in todo]
         dataset = build_dataset(absolute, resolution, spec, fmt, overwrite, resources, options.max_retries)
         pending = {row["source"]: pair for row, pair in zip(absolute, todo, strict=True)}
-        for row in dataset.iter_rows():
-            source, target = pending.pop(row["source"])
-            yield dataclasses.replace(_result(row), source=source, target=target)
+        try:
+            for row in dataset.iter_rows():
+                source, target = pending.pop(row["source"])
+                yield dataclasses.replace(_result(row), source=source, target=target)
+        except ray.exceptions.RayError as error:
+            raise SharpError(
+                f"The Ray job stopped: {type(error).__name__}: {str(error).strip().splitlines()[0]}",
+                hint=f"{len(todo) - len(pending)} images were done before it stopped; rerun the same "
+                "command to resume (complete outputs are skipped); Ray logs: /tmp/ray/session_latest/logs",
+            ) from None
         for source, target in pending.values():
-            lost = f"lost: its Ray worker failed {options.max_retries + 1} times (see the Ray logs)"
+            lost = (
+                f"lost: the Ray worker running it died and {options.max_retries} retries did not help "
+                "(see the Ray logs; rerun to resume)"
+            )
             yield ImageResult(source, target, lost, 0, {})
     finally:
         if started_here:

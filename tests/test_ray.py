@@ -181,3 +181,16 @@ def test_ray_with_an_onnxruntime_engine_writes_the_single_process_bytes(
         outputs[name] = {path.name: path.read_bytes() for path in out.iterdir()}
     assert outputs["ray"].keys() == {"coffee.splat", "chelsea.splat"}
     assert outputs["ray"] == outputs["single"]
+
+
+def test_images_of_a_worker_that_dies_beyond_its_retries_are_reported_lost(
+    local_cluster, photos, tmp_path, tiny_checkpoint, monkeypatch
+):
+    monkeypatch.setenv(CRASH_ONCE_ENV, str(tmp_path / "crashed-once"))
+    (photos / "broken.jpg").unlink()
+    out = tmp_path / "out"
+    result = ray_predict(photos, out, tiny_checkpoint, "--workers", "1", "--max-retries", "0")
+    assert result.exit_code == 1, result.output
+    failed = result.output.split("Failed:")[1]
+    assert failed.count("lost: the Ray worker running it died") == 2, result.output
+    assert not out.exists() or not list(out.iterdir())
