@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -50,3 +51,15 @@ def tiny_checkpoint(tmp_path_factory, tiny_state) -> Path:
     from sharp_rt.sharp_ref import save_checkpoint
 
     return save_checkpoint(tiny_state, tmp_path_factory.mktemp("ckpt") / "tiny_seed0.pt")
+
+
+@pytest.fixture()
+def photo_folder(tmp_path):
+    """Two good photos, one corrupt JPEG and one unsupported file in nested folders."""
+    folder = tmp_path / "photos"
+    (folder / "nested").mkdir(parents=True)
+    shutil.copy(DATA / "coffee.png", folder / "coffee.png")
+    shutil.copy(DATA / "chelsea.png", folder / "nested" / "chelsea.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    (folder / "notes.txt").write_text("not an image, and not picked up by the folder scan")
+    return folder

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 
@@ -33,18 +32,6 @@ def test_console_script_module_runs():
     result = subprocess.run([sys.executable, "-m", "sharp_rt", "--version"], capture_output=True, text=True)
     assert result.returncode == 0
     assert __version__ in result.stdout
-
-
-@pytest.fixture()
-def photo_folder(tmp_path):
-    """Two good photos, one corrupt JPEG and one unsupported file in nested folders."""
-    folder = tmp_path / "photos"
-    (folder / "nested").mkdir(parents=True)
-    shutil.copy(DATA / "coffee.png", folder / "coffee.png")
-    shutil.copy(DATA / "chelsea.png", folder / "nested" / "chelsea.png")
-    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
-    (folder / "notes.txt").write_text("not an image, and not picked up by the folder scan")
-    return folder
 
 
 def test_predict_folder_writes_good_images_and_lists_failures(tmp_path, photo_folder, tiny_checkpoint):

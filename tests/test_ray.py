@@ -27,17 +27,6 @@ def local_cluster():
     ray.shutdown()
 
 
-@pytest.fixture()
-def photos(tmp_path):
-    """Two good photos (one nested) and one corrupt JPEG."""
-    folder = tmp_path / "photos"
-    (folder / "nested").mkdir(parents=True)
-    shutil.copy(DATA / "coffee.png", folder / "coffee.png")
-    shutil.copy(DATA / "chelsea.png", folder / "nested" / "chelsea.png")
-    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    return folder
-
-
 @pytest.fixture(scope="module")
 def single_process_outputs(tmp_path_factory, tiny_checkpoint):
     """The single-process run (torch backend, 1 thread) the Ray runs must reproduce."""
@@ -51,16 +40,16 @@ def single_process_outputs(tmp_path_factory, tiny_checkpoint):
     return {path.name: path.read_bytes() for path in out.iterdir()}
 
 
-def ray_predict(photos, out, checkpoint, *extra):
-    args = ["predict", str(photos), "-o", str(out), "-c", str(checkpoint), "--backend", "torch"]
+def ray_predict(photo_folder, out, checkpoint, *extra):
+    args = ["predict", str(photo_folder), "-o", str(out), "-c", str(checkpoint), "--backend", "torch"]
     return runner.invoke(app, [*args, "--device", "cpu", "--threads", "1", "--ray", "local", *extra])
 
 
 def test_ray_outputs_equal_single_process_bytes_and_bad_file_is_reported(
-    local_cluster, photos, tmp_path, tiny_checkpoint, single_process_outputs
+    local_cluster, photo_folder, tmp_path, tiny_checkpoint, single_process_outputs
 ):
     out = tmp_path / "out"
-    result = ray_predict(photos, out, tiny_checkpoint, "--workers", "2")
+    result = ray_predict(photo_folder, out, tiny_checkpoint, "--workers", "2")
     assert result.exit_code == 1, result.output  # the corrupt JPEG fails; the others are written
     assert "Ray: 2 workers" in result.output
     assert "broken.jpg" in result.output.split("Failed:")[1]
@@ -72,12 +61,12 @@ def test_ray_outputs_equal_single_process_bytes_and_bad_file_is_reported(
 
 
 def test_killed_worker_is_restarted_and_no_image_is_lost(
-    local_cluster, photos, tmp_path, tiny_checkpoint, single_process_outputs, monkeypatch
+    local_cluster, photo_folder, tmp_path, tiny_checkpoint, single_process_outputs, monkeypatch
 ):
     marker = tmp_path / "crashed-once"
     monkeypatch.setenv(CRASH_ONCE_ENV, str(marker))
     out = tmp_path / "out"
-    result = ray_predict(photos, out, tiny_checkpoint, "--workers", "2", "--format", "ply")
+    result = ray_predict(photo_folder, out, tiny_checkpoint, "--workers", "2", "--format", "ply")
     assert marker.exists(), "the test hook did not kill a worker"
     assert result.exit_code == 1, result.output  # only the corrupt JPEG
     assert "lost" not in result.output
@@ -86,20 +75,20 @@ def test_killed_worker_is_restarted_and_no_image_is_lost(
 
 
 def test_rerun_skips_complete_outputs_and_keeps_partial_ones(
-    local_cluster, photos, tmp_path, tiny_checkpoint
+    local_cluster, photo_folder, tmp_path, tiny_checkpoint
 ):
-    (photos / "broken.jpg").unlink()
+    (photo_folder / "broken.jpg").unlink()
     out = tmp_path / "out"
-    assert ray_predict(photos, out, tiny_checkpoint, "--workers", "1").exit_code == 0
+    assert ray_predict(photo_folder, out, tiny_checkpoint, "--workers", "1").exit_code == 0
     coffee, chelsea = out / "coffee.ply", out / "chelsea.ply"
     coffee_stat = coffee.stat()
     chelsea.write_bytes(chelsea.read_bytes()[:1000])  # a partial file left by something else: kept
-    result = ray_predict(photos, out, tiny_checkpoint, "--workers", "1")
+    result = ray_predict(photo_folder, out, tiny_checkpoint, "--workers", "1")
     assert "1 of 2 images already have complete outputs" in result.output
     assert result.exit_code == 1 and "not a complete .ply" in result.output
     assert coffee.stat().st_mtime_ns == coffee_stat.st_mtime_ns  # not redone
     assert len(chelsea.read_bytes()) == 1000  # never overwritten without --overwrite
-    assert ray_predict(photos, out, tiny_checkpoint, "--workers", "1", "--overwrite").exit_code == 0
+    assert ray_predict(photo_folder, out, tiny_checkpoint, "--workers", "1", "--overwrite").exit_code == 0
     assert chelsea.stat().st_size == coffee_stat.st_size
 
 
@@ -160,15 +149,15 @@ def tiny_onnx(tmp_path_factory, tiny_checkpoint):
 
 
 def test_ray_with_an_onnxruntime_engine_writes_the_single_process_bytes(
-    local_cluster, photos, tmp_path, tiny_onnx
+    local_cluster, photo_folder, tmp_path, tiny_onnx
 ):
-    (photos / "broken.jpg").unlink()
+    (photo_folder / "broken.jpg").unlink()
     outputs = {}
     for name, extra in (("single", []), ("ray", ["--ray", "local", "--workers", "2"])):
         out = tmp_path / name
         args = [
             "predict",
-            str(photos),
+            str(photo_folder),
             "-o",
             str(out),
             "--engine",
@@ -184,12 +173,12 @@ def test_ray_with_an_onnxruntime_engine_writes_the_single_process_bytes(
 
 
 def test_images_of_a_worker_that_dies_beyond_its_retries_are_reported_lost(
-    local_cluster, photos, tmp_path, tiny_checkpoint, monkeypatch
+    local_cluster, photo_folder, tmp_path, tiny_checkpoint, monkeypatch
 ):
     monkeypatch.setenv(CRASH_ONCE_ENV, str(tmp_path / "crashed-once"))
-    (photos / "broken.jpg").unlink()
+    (photo_folder / "broken.jpg").unlink()
     out = tmp_path / "out"
-    result = ray_predict(photos, out, tiny_checkpoint, "--workers", "1", "--max-retries", "0")
+    result = ray_predict(photo_folder, out, tiny_checkpoint, "--workers", "1", "--max-retries", "0")
     assert result.exit_code == 1, result.output
     failed = result.output.split("Failed:")[1]
     assert failed.count("lost: the Ray worker running it died") == 2, result.output

@@ -87,6 +87,15 @@ def _copy_with_progress(source, target, total: int | None, label: str, progress:
             bar.advance(task, len(chunk))
 
 
+def _existing(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"Checkpoint not found: {path}", hint="check the path passed with -c/--checkpoint"
+        )
+    return path
+
+
 def _unreadable(path: Path, error: Exception) -> CheckpointError:
     return CheckpointError(
         f"Cannot read checkpoint {path}: {type(error).__name__}: {str(error).splitlines()[0]}",
@@ -96,11 +105,7 @@ def _unreadable(path: Path, error: Exception) -> CheckpointError:
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a ``.pt`` / ``.pth`` state dict or a ``.safetensors`` file into CPU memory."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(
-            f"Checkpoint not found: {path}", hint="check the path passed with -c/--checkpoint"
-        )
+    path = _existing(path)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -122,11 +127,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def checkpoint_config(path: str | Path) -> SharpConfig:
     """The preset of a checkpoint file from its tensor shapes, without reading its weights."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(
-            f"Checkpoint not found: {path}", hint="check the path passed with -c/--checkpoint"
-        )
+    path = _existing(path)
     try:
         if path.suffix == ".safetensors":
             from safetensors import safe_open
