@@ -73,6 +73,22 @@ def engine_spec(
     )
 
 
+def check_run_mode(ray: str | None, server: str | None, render: bool, local_engine: bool) -> None:
+    """Refuse option combinations that cannot run together, naming which to drop."""
+    if ray is not None and (server is not None or render):
+        raise SharpError(
+            "--ray cannot be combined with " + ("--server" if server else "--render"),
+            hint="run `sharp-rt render` on the outputs afterwards"
+            if render
+            else "Ray runs its own engines; use one of --ray or --server",
+        )
+    if server is not None and local_engine:
+        raise SharpError(
+            "--server runs the network on the Triton server: --engine, --backend and -c do not apply",
+            hint="drop them, or drop --server to run an engine here",
+        )
+
+
 def predict_here(predictor, todo: list[tuple[Path, Path]], fmt: OutputFormat, overwrite: bool, video):
     """Run ``todo`` in this process (decoding the next image meanwhile); yields one ImageResult each."""
     from sharp_rt.outputs import write_output
@@ -220,13 +236,8 @@ def predict_command(
     from sharp_rt.outputs import plan_outputs
 
     with user_errors():
-        if ray is not None and (server is not None or render):
-            raise SharpError(
-                "--ray cannot be combined with " + ("--server" if server else "--render"),
-                hint="run `sharp-rt render` on the outputs afterwards"
-                if render
-                else "Ray runs its own engines; use one of --ray or --server",
-            )
+        local_engine = engine is not None or checkpoint is not None or backend is not Backend.auto
+        check_run_mode(ray, server, render, local_engine)
         images = collect_images(inputs)
         plan = plan_outputs(images, out_dir, fmt, keep_tree=keep_tree, overwrite=overwrite)
         failures = list(plan.blocked)
@@ -277,6 +288,8 @@ def predict_command(
             from sharp_rt.ray_batch import RayOptions, predict_on_ray
 
             options = RayOptions(ray, workers, gpus_per_worker, cpus_per_worker, max_retries)
+            where = {"local": "a local Ray", "auto": "the running Ray cluster"}.get(ray, f"Ray at {ray}")
+            console.print(f"Starting {len(plan.todo)} images on {where}...", highlight=False)
             results = predict_on_ray(
                 plan.todo,
                 spec,

@@ -395,3 +395,9 @@ def test_triton_client_path_never_imports_torch_or_onnxruntime():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_server_with_a_local_engine_option_is_a_clear_error(tmp_path):
+    args = ["predict", str(DATA / "coffee.png"), "--server", "grpc://127.0.0.1:1", "--backend", "torch"]
+    result = runner.invoke(app, [*args, "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "do not apply" in result.output
