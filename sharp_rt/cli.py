@@ -192,15 +192,13 @@ def info(
         artifacts if artifacts.row_count else f"No exported engines in {engines_dir}/ (sharp-rt export)"
     )
 
-    import os
+    from sharp_rt.paths import cache_root, official_checkpoint_path
 
-    cache_root = Path(os.environ.get("SHARP_RT_CACHE", Path.home() / ".cache" / "sharp-rt"))
-    torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
-    checkpoint = torch_home / "hub" / "checkpoints" / "sharp_2572gikvuh.pt"
+    checkpoint = official_checkpoint_path()
     typer.echo(
         f"official checkpoint: {checkpoint} ({'present' if checkpoint.is_file() else 'not downloaded'})"
     )
-    typer.echo(f"sharp-rt cache:      {cache_root} (TensorRT timing caches)")
+    typer.echo(f"sharp-rt cache:      {cache_root()} (TensorRT timing caches)")
 
 
 def _register_subcommands() -> None:

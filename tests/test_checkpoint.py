@@ -133,3 +133,16 @@ def test_download_writes_the_file_atomically(tmp_path, local_server, tiny_checkp
     download_checkpoint(target, url=local_server, progress=False)
     assert target.read_bytes() == Path(tiny_checkpoint).read_bytes()
     assert [p.name for p in target.parent.iterdir()] == [OFFICIAL_FILENAME]
+
+
+@pytest.mark.parametrize("variable", ["TORCH_HOME", "XDG_CACHE_HOME", None])
+def test_torch_free_hub_path_agrees_with_torch_hub(tmp_path, monkeypatch, variable):
+    import torch
+
+    from sharp_rt.paths import torch_hub_dir
+
+    monkeypatch.delenv("TORCH_HOME", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    if variable:
+        monkeypatch.setenv(variable, str(tmp_path))
+    assert torch_hub_dir() == Path(torch.hub.get_dir())

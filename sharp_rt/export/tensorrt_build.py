@@ -18,7 +18,6 @@ cuda-python; both are imported lazily, so this module imports everywhere.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from collections.abc import Callable, Mapping
@@ -127,7 +126,9 @@ def default_timing_cache(environment: Mapping[str, str]) -> Path:
 
     ``SHARP_RT_CACHE`` overrides ``~/.cache/sharp-rt``.
     """
-    root = Path(os.environ.get("SHARP_RT_CACHE", Path.home() / ".cache" / "sharp-rt"))
+    from sharp_rt.paths import cache_root
+
+    root = cache_root()
     capability = environment["compute_capability"].replace(".", "")
     return root / "tensorrt" / f"timing-trt{environment['tensorrt_version']}-sm{capability}.cache"
 

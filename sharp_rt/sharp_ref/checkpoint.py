@@ -27,16 +27,16 @@ from pathlib import Path
 import torch
 
 from sharp_rt.errors import CheckpointError
+from sharp_rt.paths import OFFICIAL_FILENAME, official_checkpoint_path
 from sharp_rt.sharp_ref.config import PRESETS, SharpConfig
 from sharp_rt.sharp_ref.predictor import SharpPredictor, build_predictor
 
 OFFICIAL_URL = "https://ml-site.cdn-apple.com/models/sharp/sharp_2572gikvuh.pt"
-OFFICIAL_FILENAME = "sharp_2572gikvuh.pt"
 
 
 def default_checkpoint_path() -> Path:
-    """Where torch hub (and ml-sharp) cache the official checkpoint."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / OFFICIAL_FILENAME
+    """Where torch hub (and ml-sharp) cache the official checkpoint (``sharp_rt.paths``)."""
+    return official_checkpoint_path()
 
 
 def file_sha256(path: str | Path, chunk_size: int = 1 << 22) -> str:
