@@ -20,8 +20,10 @@ driver: plan_outputs ─> one row {source, target} per image (one row per block)
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import logging
 import os
+import socket
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -61,15 +63,28 @@ class Resources:
     threads: int  # inference threads per actor (CPU backends)
 
 
+def check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """Fail fast on a ``host:port`` / ``ray://host:port`` nobody listens on (Ray itself waits minutes)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # "local", "auto" or a form Ray resolves itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        raise SharpError(
+            f"Cannot reach Ray at {address}: {error.strerror or error}",
+            hint="check the address (the head's GCS port, 6379, or ray://head:10001 for Ray Client), "
+            "or use --ray local",
+        ) from None
+
+
 def connect(address: str) -> bool:
     """Join (or start) Ray unless this process already did; True if this call connected."""
-    try:
-        import ray
-    except ImportError:
-        raise SharpError("--ray needs Ray", hint='pip install "sharp-rt[ray]"') from None
+    import ray
 
     if ray.is_initialized():
         return False
+    check_reachable(address)
     settings: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
     try:
         if address == "local":
@@ -262,6 +277,8 @@ def predict_on_ray(
     """
     if not todo:
         return
+    if importlib.util.find_spec("ray") is None:
+        raise SharpError("--ray needs Ray", hint='pip install "sharp-rt[ray]"')
     spec = _with_checkpoint_file(spec)
     resolution = spec.resolution()  # also checks the engine / checkpoint before any worker starts
     started_here = connect(options.address)

@@ -4,6 +4,9 @@ reported, a killed worker loses nothing, reruns resume."""
 from __future__ import annotations
 
 import shutil
+import socket
+import subprocess
+import sys
 
 import pytest
 from conftest import DATA
@@ -183,3 +186,19 @@ def test_images_of_a_worker_that_dies_beyond_its_retries_are_reported_lost(
     failed = result.output.split("Failed:")[1]
     assert failed.count("lost: the Ray worker running it died") == 2, result.output
     assert not out.exists() or not list(out.iterdir())
+
+
+def test_unreachable_ray_address_fails_fast_with_a_hint(tmp_path, tiny_checkpoint):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: nobody listens there
+    args = ["predict", str(DATA / "coffee.png"), "-o", str(tmp_path), "-c", str(tiny_checkpoint)]
+    result = subprocess.run(
+        [sys.executable, "-m", "sharp_rt", *args, "--backend", "torch", "--ray", f"127.0.0.1:{port}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"Cannot reach Ray at 127.0.0.1:{port}" in result.stderr and "--ray local" in result.stderr
+    assert "Traceback" not in result.stderr
