@@ -192,7 +192,7 @@ def predict_command(
         int | None, typer.Option(help="CPU threads for inference (default: all cores; --ray: per worker).")
     ] = None,
     render: Annotated[
-        bool, typer.Option("--render", help="Also render OUT_DIR/<stem>.mp4 + .depth.mp4 (extra [render]).")
+        bool, typer.Option("--render", help="Also render OUT_DIR/<stem>.mp4 + .depth.mp4 (extra \\[render]).")
     ] = False,
     trajectory: Annotated[str, typer.Option(help="--render: swipe, shake, rotate or rotate_forward.")] = (
         "rotate_forward"
@@ -206,7 +206,7 @@ def predict_command(
         typer.Option(
             "--ray",
             metavar="ADDRESS",
-            help="Run on Ray (extra [ray]): 'local' (a Ray on this machine), 'auto' (the running "
+            help="Run on Ray (extra \\[ray]): 'local' (a Ray on this machine), 'auto' (the running "
             "cluster) or the cluster's address.",
         ),
     ] = None,
@@ -225,7 +225,7 @@ def predict_command(
     server: Annotated[
         str | None,
         typer.Option(
-            help="Triton server (extra [triton]): grpc://host:8001 or http://host:8000; the network runs "
+            help="Triton server (extra \\[triton]): grpc://host:8001 or http://host:8000; the network runs "
             "there, everything else here."
         ),
     ] = None,

@@ -103,3 +103,10 @@ def test_output_folder_that_is_a_file_is_a_clear_error(tmp_path, tiny_checkpoint
     assert result.exit_code == 2
     assert "Cannot create the output folder" in result.output
     assert blocker.read_text() == "a file, not a folder"
+
+
+def test_predict_help_shows_the_extras_it_needs():
+    result = runner.invoke(app, ["predict", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for extra in ("[render]", "[ray]", "[triton]"):
+        assert f"extra {extra}" in result.output, extra
