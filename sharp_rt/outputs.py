@@ -81,16 +81,17 @@ def output_targets(images: list[Path], out_dir: Path, fmt: OutputFormat, keep_tr
 
 def is_complete_output(path: Path) -> bool:
     """True if ``path`` is a whole ``.ply`` / ``.splat`` file (sizes agree with the file's own header)."""
+    from sharp_rt.runtime.ply import ply_expected_size
+    from sharp_rt.runtime.splat import SPLAT_DTYPE
+
     try:
         size = path.stat().st_size
         if path.suffix == ".splat":
-            return size > 0 and size % 32 == 0
+            return size > 0 and size % SPLAT_DTYPE.itemsize == 0
         with open(path, "rb") as handle:
             head = handle.read(16384)
     except OSError:
         return False
-    from sharp_rt.runtime.ply import ply_expected_size
-
     expected = ply_expected_size(head)
     return expected is not None and expected == size
 

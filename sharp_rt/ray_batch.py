@@ -196,18 +196,6 @@ def write_row(row: dict[str, Any], fmt: str, overwrite: bool) -> dict[str, Any]:
     return out
 
 
-def _with_checkpoint_file(spec: EngineSpec) -> EngineSpec:
-    """Download the official checkpoint once, here, and name it, so workers do not each fetch it."""
-    if not spec.uses_torch or spec.checkpoint is not None:
-        return spec
-    from sharp_rt.sharp_ref.checkpoint import default_checkpoint_path, download_checkpoint
-
-    path = default_checkpoint_path()
-    if not path.is_file():
-        download_checkpoint(path)
-    return dataclasses.replace(spec, checkpoint=path)
-
-
 def _message(error: Exception) -> str:
     return str(error) if isinstance(error, SharpError) else f"{type(error).__name__}: {error}"
 
@@ -279,7 +267,10 @@ def predict_on_ray(
         return
     if importlib.util.find_spec("ray") is None:
         raise SharpError("--ray needs Ray", hint='pip install "sharp-rt[ray]"')
-    spec = _with_checkpoint_file(spec)
+    if spec.uses_torch and spec.checkpoint is None:  # download once, here, not in every worker
+        from sharp_rt.sharp_ref.checkpoint import checkpoint_file
+
+        spec = dataclasses.replace(spec, checkpoint=checkpoint_file())
     resolution = spec.resolution()  # also checks the engine / checkpoint before any worker starts
     started_here = connect(options.address)
     try:

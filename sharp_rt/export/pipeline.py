@@ -94,17 +94,6 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def _checkpoint_path(checkpoint: str | Path | None) -> Path:
-    from sharp_rt.sharp_ref.checkpoint import default_checkpoint_path, download_checkpoint
-
-    if checkpoint is not None:
-        return Path(checkpoint)
-    path = default_checkpoint_path()
-    if not path.is_file():
-        download_checkpoint(path)
-    return path
-
-
 def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
     ours = [out_dir / name for name in (MANIFEST_NAME, ONNX_NAME, ONNX_DATA_NAME, PLAN_NAME)]
     existing = [path for path in ours if path.exists()]
@@ -199,13 +188,14 @@ def export_engine(
     from sharp_rt.export.precision import to_mixed_fp16
     from sharp_rt.export.validate import probe_image, reference_outputs
     from sharp_rt.sharp_ref.checkpoint import (
+        checkpoint_file,
         detect_config,
         file_sha256,
         predictor_from_state_dict,
         read_state_dict,
     )
 
-    checkpoint_path = _checkpoint_path(checkpoint)
+    checkpoint_path = checkpoint_file(checkpoint)
     state = read_state_dict(checkpoint_path)
     config = detect_config(state)
     out = Path(out_dir) if out_dir is not None else default_out_dir(config.name, precision)

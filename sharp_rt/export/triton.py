@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sharp_rt.errors import OutputError, SharpError
-from sharp_rt.export.manifest import OUTPUT_WIDTHS, Manifest
+from sharp_rt.export.manifest import Manifest, io_specs
 
 if TYPE_CHECKING:
     from sharp_rt.export.pipeline import ExportResult
@@ -98,12 +98,10 @@ def _scalar(value: Any) -> str:
 
 def tensor_dims(resolution: int, num_gaussians: int, batched: bool) -> dict[str, list[int]]:
     """Triton dims of each contract tensor: without the batch if ``batched``, else the static shape."""
-    dims: dict[str, list[int]] = {"image": [3, resolution, resolution], "disparity_factor": []}
-    for name, width in OUTPUT_WIDTHS.items():
-        dims[name] = [num_gaussians] if width is None else [num_gaussians, width]
+    inputs, outputs = io_specs(resolution, num_gaussians, batch=1)
     if batched:
-        return {name: shape or [1] for name, shape in dims.items()}
-    return {name: [1, *shape] for name, shape in dims.items()}
+        return {spec.name: [int(d) for d in spec.shape[1:]] or [1] for spec in (*inputs, *outputs)}
+    return {spec.name: [int(d) for d in spec.shape] for spec in (*inputs, *outputs)}
 
 
 def model_config(

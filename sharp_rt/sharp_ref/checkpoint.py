@@ -181,6 +181,24 @@ def detect_config(state: Mapping[str, torch.Tensor]) -> SharpConfig:
     )
 
 
+def checkpoint_file(path: str | Path | None = None, *, download: bool = True, progress: bool = True) -> Path:
+    """``path``, or (``None``) the official checkpoint in the torch-hub cache, downloaded first if missing.
+
+    With ``download=False`` a missing cached checkpoint is a :class:`CheckpointError`.
+    """
+    if path is not None:
+        return Path(path)
+    path = default_checkpoint_path()
+    if not path.is_file():
+        if not download:
+            raise CheckpointError(
+                f"The SHARP checkpoint is not in the cache ({path})",
+                hint=f"download it from {OFFICIAL_URL} to that path, or pass -c/--checkpoint",
+            )
+        download_checkpoint(path, progress=progress)
+    return path
+
+
 def load_checkpoint(
     path: str | Path | None = None, *, download: bool = True, progress: bool = True
 ) -> SharpPredictor:
@@ -190,16 +208,7 @@ def load_checkpoint(
     there first if they are missing and ``download`` is true.  The preset is
     detected from the tensor shapes.
     """
-    if path is None:
-        path = default_checkpoint_path()
-        if not path.is_file():
-            if not download:
-                raise CheckpointError(
-                    f"The SHARP checkpoint is not in the cache ({path})",
-                    hint=f"download it from {OFFICIAL_URL} to that path, or pass -c/--checkpoint",
-                )
-            download_checkpoint(path, progress=progress)
-    state = read_state_dict(path)
+    state = read_state_dict(checkpoint_file(path, download=download, progress=progress))
     config = detect_config(state)
     return predictor_from_state_dict(state, config)
 
