@@ -27,8 +27,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sharp_rt.gaussians import Gaussians  # noqa: E402
 from sharp_rt.runtime import unproject_gaussians, write_ply, write_splat  # noqa: E402
+from sharp_rt.runtime.gaussians import Gaussians  # noqa: E402
 
 GOLDEN = ROOT / "tests" / "data" / "tiny_coffee_seed0.npz"
 TILES = 16

@@ -28,7 +28,7 @@ def golden_parity(directory: Path, golden_path: Path) -> dict:
     import numpy as np
     from PIL import Image
 
-    from sharp_rt.export.manifest import OUTPUT_NAMES
+    from sharp_rt.core.contract import OUTPUT_NAMES
     from sharp_rt.export.validate import onnxruntime_session, run_onnx
     from sharp_rt.sharp_ref.recipe import preprocess_torch
 

@@ -40,9 +40,9 @@ import plyfile
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sharp_rt.gaussians import Gaussians  # noqa: E402
 from sharp_rt.runtime import linalg, unproject_gaussians, unprojection_matrix, write_ply, write_splat  # noqa: E402
 from sharp_rt.runtime.color import linear_to_srgb, rgb_to_sh  # noqa: E402
+from sharp_rt.runtime.gaussians import Gaussians  # noqa: E402
 from sharp_rt.runtime.ply import disparity_quantiles  # noqa: E402
 
 GOLDEN = ROOT / "tests" / "data" / "tiny_coffee_seed0.npz"

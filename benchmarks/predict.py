@@ -89,6 +89,7 @@ def run_variant(variant: str, checkpoint: Path, workdir: Path, image: Path, devi
         }
     else:
         from sharp_rt.predictor import Predictor
+        from sharp_rt.runtime.ply import write_ply
 
         backend, precision = variant.split("-")
         if backend == "torch":
@@ -101,7 +102,7 @@ def run_variant(variant: str, checkpoint: Path, workdir: Path, image: Path, devi
         gaussians, infer_seconds = predictor.infer(prepared)
         seconds.update(infer_seconds)
         t = time.perf_counter()
-        gaussians.save_ply(out, overwrite=True)
+        write_ply(gaussians, out, overwrite=True)
         stage("write", t)
         metric = {
             name: getattr(gaussians, name)

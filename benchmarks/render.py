@@ -45,8 +45,8 @@ def photo_scene(side: int = 768, seed: int = 0):
     """A SHARP-sized scene (2 x side² Gaussians) made from the coffee photo; see the module docstring."""
     from PIL import Image
 
-    from sharp_rt.gaussians import Gaussians
     from sharp_rt.runtime.color import srgb_to_linear
+    from sharp_rt.runtime.gaussians import Gaussians
 
     rng = np.random.default_rng(seed)
     with Image.open(PHOTO) as image:

@@ -26,7 +26,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from sharp_rt import __version__
-from sharp_rt.errors import SharpError
+from sharp_rt.core.errors import SharpError
 
 app = typer.Typer(
     name="sharp-rt",
@@ -171,7 +171,7 @@ def info(
     artifacts = Table(title=f"Exported engines in {engines_dir}/")
     for column in ("directory", "config", "precision", "validation", "TensorRT plan", "status"):
         artifacts.add_column(column)
-    from sharp_rt.export.manifest import MANIFEST_NAME, read_manifest
+    from sharp_rt.core.contract import MANIFEST_NAME, read_manifest
 
     for manifest_path in sorted(engines_dir.glob(f"*/{MANIFEST_NAME}")):
         try:
@@ -192,7 +192,7 @@ def info(
         artifacts if artifacts.row_count else f"No exported engines in {engines_dir}/ (sharp-rt export)"
     )
 
-    from sharp_rt.paths import cache_root, official_checkpoint_path
+    from sharp_rt.core.paths import cache_root, official_checkpoint_path
 
     checkpoint = official_checkpoint_path()
     typer.echo(

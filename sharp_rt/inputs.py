@@ -6,7 +6,7 @@ import glob
 from collections.abc import Iterable
 from pathlib import Path
 
-from sharp_rt.errors import SharpError
+from sharp_rt.core.errors import SharpError
 
 
 def expand_inputs(inputs: Iterable[str], extensions: Iterable[str], what: str) -> list[Path]:

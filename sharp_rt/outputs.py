@@ -20,8 +20,8 @@ import os
 from enum import Enum
 from pathlib import Path
 
-from sharp_rt.errors import SharpError
-from sharp_rt.gaussians import Gaussians
+from sharp_rt.core.errors import SharpError
+from sharp_rt.runtime.gaussians import Gaussians
 
 
 class OutputFormat(str, Enum):
@@ -114,13 +114,15 @@ def plan_outputs(
 
 def write_output(gaussians: Gaussians, target: Path, fmt: OutputFormat, *, overwrite: bool) -> Path:
     """Write metric Gaussians to ``target`` in ``fmt``, atomically, creating its folder."""
-    from sharp_rt.runtime.atomic import output_error
+    from sharp_rt.core.atomic import output_error
+    from sharp_rt.runtime.ply import write_ply
+    from sharp_rt.runtime.splat import write_splat
 
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise output_error(target.parent, error) from None
     if fmt is OutputFormat.splat:
-        return gaussians.save_splat(target, overwrite=overwrite)
+        return write_splat(gaussians, target, overwrite=overwrite)
     layout = "plain" if fmt is OutputFormat.plain_ply else "sharp"
-    return gaussians.save_ply(target, layout=layout, overwrite=overwrite)
+    return write_ply(gaussians, target, layout=layout, overwrite=overwrite)

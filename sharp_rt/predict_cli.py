@@ -22,7 +22,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from sharp_rt.errors import OutputError, SharpError
+from sharp_rt.core.errors import OutputError, SharpError
 from sharp_rt.outputs import ImageResult, OutputFormat
 
 DEFAULT_ENGINE_DIRS = (Path("engines/sharp-fp16"), Path("engines/sharp-fp32"))

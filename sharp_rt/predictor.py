@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from sharp_rt.core.errors import SharpError
 from sharp_rt.engines.base import Engine
-from sharp_rt.errors import SharpError
-from sharp_rt.gaussians import Gaussians
+from sharp_rt.runtime.gaussians import Gaussians
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +50,7 @@ class EngineSpec:
             from sharp_rt.sharp_ref.checkpoint import checkpoint_config, default_checkpoint_path
 
             return checkpoint_config(self.checkpoint or default_checkpoint_path()).internal_resolution
-        from sharp_rt.export.manifest import read_manifest
+        from sharp_rt.core.contract import read_manifest
 
         return read_manifest(self.artifact).internal_resolution
 

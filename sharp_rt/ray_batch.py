@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from sharp_rt.errors import SharpError
-from sharp_rt.export.manifest import OUTPUT_NAMES
+from sharp_rt.core.contract import OUTPUT_NAMES
+from sharp_rt.core.errors import SharpError
 from sharp_rt.outputs import ImageResult, OutputFormat, write_output
 from sharp_rt.predictor import EngineSpec, prepare_image, unproject_outputs
 

@@ -11,7 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from sharp_rt.errors import CheckpointError  # noqa: E402
+from sharp_rt.core.errors import CheckpointError  # noqa: E402
 from sharp_rt.sharp_ref import (  # noqa: E402
     build_predictor,
     default_checkpoint_path,
@@ -139,7 +139,7 @@ def test_download_writes_the_file_atomically(tmp_path, local_server, tiny_checkp
 def test_torch_free_hub_path_agrees_with_torch_hub(tmp_path, monkeypatch, variable):
     import torch
 
-    from sharp_rt.paths import torch_hub_dir
+    from sharp_rt.core.paths import torch_hub_dir
 
     monkeypatch.delenv("TORCH_HOME", raising=False)
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)

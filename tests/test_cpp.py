@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sharp_rt.gaussians import Gaussians
 from sharp_rt.runtime import load_image, preprocess, unproject_gaussians, write_ply, write_splat
 from sharp_rt.runtime.color import SH_C0
+from sharp_rt.runtime.gaussians import Gaussians
 from sharp_rt.runtime.image_io import focal_length_px
 from sharp_rt.runtime.linalg import covariances_from_quaternions
 from sharp_rt.runtime.ply import _header

@@ -15,7 +15,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("torch")
 
 from sharp_rt.cli import app
-from sharp_rt.errors import EngineError, SharpError
+from sharp_rt.core.errors import EngineError, SharpError
 from sharp_rt.predictor import Predictor
 
 runner = CliRunner()

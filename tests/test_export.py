@@ -24,7 +24,7 @@ import golden_io  # noqa: E402  (tests/parity_kit)
 import typer  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
-from sharp_rt.errors import EngineError  # noqa: E402
+from sharp_rt.core.errors import EngineError  # noqa: E402
 from sharp_rt.export import OUTPUT_NAMES, read_manifest  # noqa: E402
 from sharp_rt.export.cli import export_command  # noqa: E402
 from sharp_rt.export.pipeline import export_engine  # noqa: E402

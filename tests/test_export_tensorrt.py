@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sharp_rt.errors import EngineError
+from sharp_rt.core.errors import EngineError
 from sharp_rt.export.tensorrt_build import check_plan_environment, default_timing_cache
 
 H100 = {"gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "tensorrt_version": "10.13.0.35"}

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sharp_rt.errors import ImageError
+from sharp_rt.core.errors import ImageError
 from sharp_rt.runtime import IMAGE_EXTENSIONS, is_image_path, load_image
 from sharp_rt.runtime.image_io import DEFAULT_MAX_PIXELS, focal_length_px
 
@@ -333,7 +333,7 @@ def test_max_pixels_above_pillow_limit(tmp_path):
 
 
 def test_error_is_catchable_as_sharp_error(tmp_path):
-    from sharp_rt.errors import SharpError
+    from sharp_rt.core.errors import SharpError
 
     with pytest.raises(SharpError):
         load_image(tmp_path / "missing.png")

@@ -13,7 +13,7 @@ from conftest import DATA
 from typer.testing import CliRunner
 
 from sharp_rt.cli import app
-from sharp_rt.errors import SharpError
+from sharp_rt.core.errors import SharpError
 from sharp_rt.predictor import EngineSpec
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'sharp-rt[ray]')")

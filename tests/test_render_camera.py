@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sharp_rt.errors import SharpError
-from sharp_rt.gaussians import Gaussians
+from sharp_rt.core.errors import SharpError
 from sharp_rt.render import TRAJECTORY_KINDS, Camera, look_at, parse_resolution, trajectory
 from sharp_rt.render.camera import scene_depth_range
+from sharp_rt.runtime.gaussians import Gaussians
 
 
 @pytest.fixture(autouse=True)

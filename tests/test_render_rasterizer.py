@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from sharp_rt.gaussians import Gaussians
 from sharp_rt.render import Camera, Renderer, look_at, render
 from sharp_rt.render.renderer import EPS2D
+from sharp_rt.runtime.gaussians import Gaussians
 
 torch = pytest.importorskip("torch")
 
@@ -240,7 +240,7 @@ def test_gaussians_render_method_returns_image_depth_alpha(tiny_model):
     height, width = image.shape[:2]
     f_px = 30.0 * math.hypot(width, height) / math.hypot(36.0, 24.0)
     gaussians = predict_image(tiny_model, image, f_px)
-    view = gaussians.render(Camera.for_gaussians(gaussians).resized(96, 64), backend="torch")
+    view = render(gaussians, Camera.for_gaussians(gaussians).resized(96, 64), backend="torch")
     assert view.image.shape == (64, 96, 3) and view.depth.shape == view.alpha.shape == (64, 96)
     assert np.isfinite(view.image).all() and np.isfinite(view.depth).all()
     assert view.image.std() > 0.05  # not constant

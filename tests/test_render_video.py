@@ -10,7 +10,7 @@ import typer
 from conftest import DATA
 from typer.testing import CliRunner
 
-from sharp_rt.errors import SharpError
+from sharp_rt.core.errors import SharpError
 from sharp_rt.render import RenderOptions, colorize_depth, render_video
 from sharp_rt.render.cli import render_command
 

@@ -26,6 +26,8 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2, service_pb2
 
 from sharp_rt.cli import app
+from sharp_rt.core.contract import INPUT_NAMES, OUTPUT_NAMES, read_manifest
+from sharp_rt.core.errors import EngineError
 from sharp_rt.engines.onnxruntime_engine import OnnxRuntimeEngine
 from sharp_rt.engines.triton_engine import (
     TritonEngine,
@@ -34,10 +36,9 @@ from sharp_rt.engines.triton_engine import (
     outputs_from_result,
     parse_url,
 )
-from sharp_rt.errors import EngineError
-from sharp_rt.export.manifest import INPUT_NAMES, OUTPUT_NAMES, read_manifest
 from sharp_rt.export.triton import export_triton
 from sharp_rt.predictor import Predictor
+from sharp_rt.runtime.ply import write_ply
 
 runner = CliRunner()
 SIZE, COUNT = 384, 73_728  # the tiny preset
@@ -383,7 +384,7 @@ def test_cli_predict_through_a_real_triton_server_writes_the_local_bytes(
     result = runner.invoke(app, ["predict", str(DATA / "coffee.png"), "--server", url, "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert "Engine: triton" in result.output
-    expected = Predictor(local_engine).predict(DATA / "coffee.png").save_ply(tmp_path / "local.ply")
+    expected = write_ply(Predictor(local_engine).predict(DATA / "coffee.png"), tmp_path / "local.ply")
     assert (out / "coffee.ply").read_bytes() == expected.read_bytes()
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sharp_rt.gaussians import Gaussians
 from sharp_rt.runtime import apply_transform, linalg, unproject_gaussians, unprojection_matrix
+from sharp_rt.runtime.gaussians import Gaussians
 from sharp_rt.runtime.unproject import reference_unprojection_matrix
 
 DATA = Path(__file__).parent / "data"

@@ -12,12 +12,12 @@ import numpy as np
 import plyfile
 import pytest
 
-from sharp_rt.errors import OutputError
-from sharp_rt.gaussians import Gaussians
+from sharp_rt.core import atomic as atomic_module
+from sharp_rt.core.atomic import atomic_write, write_atomic
+from sharp_rt.core.errors import OutputError
 from sharp_rt.runtime import PlyError, SplatError, read_ply, read_splat, write_ply, write_splat
-from sharp_rt.runtime import atomic as atomic_module
-from sharp_rt.runtime.atomic import atomic_write, write_atomic
 from sharp_rt.runtime.color import linear_to_srgb, srgb_to_linear
+from sharp_rt.runtime.gaussians import Gaussians
 from sharp_rt.runtime.ply import disparity_quantiles
 from sharp_rt.runtime.splat import splat_order
 
@@ -235,8 +235,8 @@ def test_writers_reject_ndc(tmp_path, golden_metric):
 
 
 def test_gaussians_methods(tmp_path, golden_metric):
-    assert golden_metric.save_ply(tmp_path / "m.ply") == tmp_path / "m.ply"
-    assert golden_metric.save_splat(tmp_path / "m.splat").stat().st_size == 32 * len(golden_metric)
+    assert write_ply(golden_metric, tmp_path / "m.ply") == tmp_path / "m.ply"
+    assert write_splat(golden_metric, tmp_path / "m.splat").stat().st_size == 32 * len(golden_metric)
     cov = golden_metric.covariances()
     assert cov.shape == (len(golden_metric), 3, 3) and cov.dtype == np.float64
 

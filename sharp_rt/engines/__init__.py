@@ -14,8 +14,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from sharp_rt.core.errors import EngineError
 from sharp_rt.engines.base import Engine, EngineInfo
-from sharp_rt.errors import EngineError
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime")
 
@@ -26,7 +26,7 @@ def load_artifact(path: str | Path, *, backend: str = "auto", **options) -> Engi
     ``auto`` picks TensorRT if the directory has a plan and TensorRT is installed,
     else ONNX Runtime.  ``options`` go to the engine's constructor.
     """
-    from sharp_rt.export.manifest import read_manifest
+    from sharp_rt.core.contract import read_manifest
 
     if backend not in BACKENDS:
         raise EngineError(f"Unknown backend {backend!r}", hint=f"use one of {', '.join(BACKENDS)}")

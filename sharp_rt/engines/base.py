@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from sharp_rt.export.manifest import INPUT_NAMES, OUTPUT_NAMES
+from sharp_rt.core.contract import INPUT_NAMES, OUTPUT_NAMES
 
 __all__ = ["INPUT_NAMES", "OUTPUT_NAMES", "Engine", "EngineInfo"]
 
@@ -42,7 +42,7 @@ class EngineInfo:
 
 
 def artifact_info(manifest, backend: str, device: str, **details: Any) -> EngineInfo:
-    """EngineInfo of an engine loaded from an export directory's manifest (``sharp_rt.export.manifest``)."""
+    """EngineInfo of an engine loaded from an export directory's manifest (``sharp_rt.core.contract``)."""
     return EngineInfo(
         backend=backend,
         device=device,

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sharp_rt.core.errors import EngineError
 from sharp_rt.engines.base import OUTPUT_NAMES, Engine, artifact_info
-from sharp_rt.errors import EngineError
 
 PROVIDER_PREFERENCE = (
     "TensorrtExecutionProvider",
@@ -71,7 +71,7 @@ class OnnxRuntimeEngine(Engine):
         precision: str | None = None,
         cache_optimized: bool = True,
     ) -> None:
-        from sharp_rt.export.manifest import read_manifest
+        from sharp_rt.core.contract import read_manifest
 
         ort = _onnxruntime()
         self.manifest = read_manifest(directory, precision=precision)

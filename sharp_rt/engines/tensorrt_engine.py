@@ -15,15 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
+from sharp_rt.core.errors import EngineError
 from sharp_rt.engines.base import OUTPUT_NAMES, Engine, artifact_info
-from sharp_rt.errors import EngineError
 
 
 class TensorRTEngine(Engine):
     """A deserialized TensorRT engine with persistent device buffers."""
 
     def __init__(self, directory: str | Path, *, precision: str | None = None) -> None:
-        from sharp_rt.export.manifest import read_manifest
+        from sharp_rt.core.contract import read_manifest
         from sharp_rt.export.tensorrt_build import check_cuda, cudart_module, load_plan
 
         self._check = check_cuda

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sharp_rt.core.errors import SharpError
 from sharp_rt.engines.base import OUTPUT_NAMES, Engine, EngineInfo
-from sharp_rt.errors import SharpError
 
 PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 

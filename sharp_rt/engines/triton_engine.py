@@ -7,7 +7,7 @@ Predictor(engine).predict("photo.jpg")            # load, preprocess, unproject,
 
 On construction the engine checks that the server is live and the model ready,
 reads the model configuration and checks it against the engine contract
-(``sharp_rt.export.manifest``; the config ``sharp-rt export --target triton``
+(``sharp_rt.core.contract``; the config ``sharp-rt export --target triton``
 writes, see ``sharp_rt.export.triton``): names, ``TYPE_FP32``, dims.  Requests
 carry binary tensors (gRPC raw contents, HTTP binary extension).  Needs
 ``tritonclient[grpc]`` or ``tritonclient[http]`` (the ``[triton]`` extra),
@@ -24,9 +24,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from sharp_rt.core.contract import OUTPUT_WIDTHS
+from sharp_rt.core.errors import EngineError
 from sharp_rt.engines.base import INPUT_NAMES, OUTPUT_NAMES, Engine, EngineInfo
-from sharp_rt.errors import EngineError
-from sharp_rt.export.manifest import OUTPUT_WIDTHS
 from sharp_rt.export.triton import PARAMETER_PREFIX, tensor_dims
 
 DEFAULT_TIMEOUT_S = 300.0

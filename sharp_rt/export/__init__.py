@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sharp_rt.export.manifest import (
+from sharp_rt.core.contract import (
     INPUT_NAMES,
     OPSET,
     OUTPUT_NAMES,

@@ -1,7 +1,7 @@
 """PyTorch -> ONNX: the exported function, the exporter settings and the checks.
 
 The exporter is ``torch.onnx.export(..., dynamo=True)`` (torch.export + onnxscript),
-at the pinned opset :data:`~sharp_rt.export.manifest.OPSET`, with every weight in
+at the pinned opset :data:`~sharp_rt.core.contract.OPSET`, with every weight in
 one external data file (``model.onnx.data``), so the >2 GB full model and the
 tiny test models have the same layout.
 
@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sharp_rt.errors import EngineError
-from sharp_rt.export.manifest import BATCH_DIM, INPUT_NAMES, OPSET, OUTPUT_NAMES, io_specs
+from sharp_rt.core.contract import BATCH_DIM, INPUT_NAMES, OPSET, OUTPUT_NAMES, io_specs
+from sharp_rt.core.errors import EngineError
 from sharp_rt.sharp_ref.predictor import SharpPredictor
 
 MAX_DYNAMIC_BATCH = 64  # upper bound of the symbolic batch dimension

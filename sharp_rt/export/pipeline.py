@@ -30,8 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sharp_rt.errors import EngineError, OutputError, SharpError
-from sharp_rt.export.manifest import (
+from sharp_rt.core.contract import (
     FORMAT,
     FORMAT_VERSION,
     MANIFEST_NAME,
@@ -46,6 +45,7 @@ from sharp_rt.export.manifest import (
     parse_manifest,
     write_manifest,
 )
+from sharp_rt.core.errors import EngineError, OutputError, SharpError
 
 TARGETS = ("onnx", "tensorrt")
 

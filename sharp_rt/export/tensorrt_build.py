@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from sharp_rt.errors import EngineError
+from sharp_rt.core.errors import EngineError
 
 INSTALL_HINT = (
     "install it with `pip install 'sharp-rt[tensorrt]'` on a machine with an NVIDIA GPU, or use --target onnx"
@@ -126,7 +126,7 @@ def default_timing_cache(environment: Mapping[str, str]) -> Path:
 
     ``SHARP_RT_CACHE`` overrides ``~/.cache/sharp-rt``.
     """
-    from sharp_rt.paths import cache_root
+    from sharp_rt.core.paths import cache_root
 
     root = cache_root()
     capability = environment["compute_capability"].replace(".", "")
@@ -134,7 +134,7 @@ def default_timing_cache(environment: Mapping[str, str]) -> Path:
 
 
 def _write_atomic(path: Path, data: bytes | memoryview) -> None:
-    from sharp_rt.runtime.atomic import write_atomic
+    from sharp_rt.core.atomic import write_atomic
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, data, overwrite=True)
@@ -241,7 +241,7 @@ def run_plan(engine, image, disparity_factor) -> dict:
     import numpy as np
     import tensorrt as trt
 
-    from sharp_rt.export.manifest import OUTPUT_NAMES
+    from sharp_rt.core.contract import OUTPUT_NAMES
 
     cudart = cudart_module()
     to_device, to_host = (

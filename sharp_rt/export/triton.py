@@ -11,7 +11,7 @@ MODEL_REPO/
       manifest.json                  Triton ignores it; sharp-rt tools read it
 ```
 
-The config declares the engine contract (``sharp_rt.export.manifest``) in Triton's
+The config declares the engine contract (``sharp_rt.core.contract``) in Triton's
 terms: every tensor ``TYPE_FP32``; with ``max_batch_size > 0`` the dims leave out
 the batch and ``disparity_factor`` (``[B]`` in the model) is declared ``dims: [1]``
 with ``reshape: { shape: [ ] }``, so clients send ``[B, 1]``; with
@@ -34,8 +34,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sharp_rt.errors import OutputError, SharpError
-from sharp_rt.export.manifest import Manifest, io_specs
+from sharp_rt.core.contract import Manifest, io_specs
+from sharp_rt.core.errors import OutputError, SharpError
 
 if TYPE_CHECKING:
     from sharp_rt.export.pipeline import ExportResult
@@ -210,8 +210,8 @@ def export_triton(
     queue_delay_us: how long the dynamic batcher waits to fill a batch.
     An existing ``<out_dir>/<model_name>`` needs ``overwrite``.  User errors raise :class:`SharpError`.
     """
+    from sharp_rt.core.atomic import write_atomic
     from sharp_rt.export.pipeline import export_engine
-    from sharp_rt.runtime.atomic import write_atomic
 
     _check_options(model_name, triton_backend, max_batch_size, instances, instance_kind)
     if triton_backend == "tensorrt":

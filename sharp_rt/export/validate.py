@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from sharp_rt.export.manifest import OUTPUT_NAMES
+from sharp_rt.core.contract import OUTPUT_NAMES
 
 PROBE_DISPARITY_FACTOR = 0.8333333  # f_px / W of a 3:2 photo with the 30 mm default focal length
 FLOORS = {"mean_vectors": 1e-3, "singular_values": 0.0, "quaternions": 0.0, "colors": 1e-2, "opacities": 1e-2}

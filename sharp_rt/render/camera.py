@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from sharp_rt.errors import SharpError
+from sharp_rt.core.errors import SharpError
 
 if TYPE_CHECKING:
-    from sharp_rt.gaussians import Gaussians
+    from sharp_rt.runtime.gaussians import Gaussians
 
 TrajectoryKind = Literal["swipe", "shake", "rotate", "rotate_forward"]
 TRAJECTORY_KINDS: tuple[str, ...] = ("swipe", "shake", "rotate", "rotate_forward")

@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from sharp_rt.errors import SharpError
+from sharp_rt.core.errors import SharpError
 
 
 class RendererChoice(str, Enum):

@@ -1,4 +1,4 @@
-"""Render :class:`~sharp_rt.gaussians.Gaussians` from any :class:`~sharp_rt.render.camera.Camera`.
+"""Render :class:`~sharp_rt.runtime.gaussians.Gaussians` from any :class:`~sharp_rt.render.camera.Camera`.
 
 Two backends share one front end:
 
@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from sharp_rt.errors import RenderError
+from sharp_rt.core.errors import RenderError
 
 if TYPE_CHECKING:
     import torch
     from torch import Tensor
 
-    from sharp_rt.gaussians import Gaussians
     from sharp_rt.render.camera import Camera
+    from sharp_rt.runtime.gaussians import Gaussians
 
 BackendName = Literal["auto", "torch", "gsplat"]
 BACKENDS: tuple[str, ...] = ("auto", "torch", "gsplat")

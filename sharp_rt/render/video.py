@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sharp_rt.errors import OutputError, RenderError
+from sharp_rt.core.errors import OutputError, RenderError
 
 if TYPE_CHECKING:
-    from sharp_rt.gaussians import Gaussians
+    from sharp_rt.runtime.gaussians import Gaussians
 
 MAX_DEPTH_RANGE = 50.0  # metres; the depth colour map never spans more (as ml-sharp)
 VIDEO_QUALITY = 8  # imageio-ffmpeg quality, 0 (worst) to 10 (best)
@@ -128,7 +128,7 @@ class _VideoFile:
                 ffmpeg_log_level="error",
             )
         except OSError as exc:
-            from sharp_rt.runtime.atomic import output_error
+            from sharp_rt.core.atomic import output_error
 
             raise output_error(path, exc) from exc
 
@@ -154,7 +154,7 @@ class _VideoFile:
         try:
             os.replace(self.tmp, self.path)
         except OSError as exc:
-            from sharp_rt.runtime.atomic import output_error
+            from sharp_rt.core.atomic import output_error
 
             raise output_error(self.path, exc) from exc
         return self.path
@@ -189,12 +189,12 @@ def render_video(
 
     ``progress(done, total)`` is called after every frame and ``log(message)`` for
     notices (backend, device, gsplat compilation).  Returns the written paths (colour
-    video first).  Raises :class:`~sharp_rt.errors.SharpError` subclasses for user errors.
+    video first).  Raises :class:`~sharp_rt.core.errors.SharpError` subclasses for user errors.
     """
+    from sharp_rt.core.atomic import check_destination
     from sharp_rt.render.camera import parse_resolution, trajectory
     from sharp_rt.render.rasterize_gsplat import jit_notice
     from sharp_rt.render.renderer import Renderer
-    from sharp_rt.runtime.atomic import check_destination
     from sharp_rt.runtime.memory import raise_malloc_thresholds
 
     options = options or RenderOptions()
@@ -245,7 +245,7 @@ def render_video(
         for file in files:
             file.discard()
         if isinstance(exc, OSError):
-            from sharp_rt.runtime.atomic import output_error
+            from sharp_rt.core.atomic import output_error
 
             raise output_error(out_path, exc) from exc
         raise

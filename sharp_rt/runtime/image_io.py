@@ -11,7 +11,7 @@
   ``f_px = f_mm * sqrt(W^2 + H^2) / sqrt(36^2 + 24^2)`` (the diagonal does not
   change with the orientation).  Unlike ml-sharp, a ``FocalLength`` of 0 (written
   by some cameras for "unknown") counts as missing instead of giving ``f_px = 0``.
-* Every failure is an :class:`~sharp_rt.errors.ImageError` naming the file.
+* Every failure is an :class:`~sharp_rt.core.errors.ImageError` naming the file.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from sharp_rt.errors import ImageError
+from sharp_rt.core.errors import ImageError
 
 # ml-sharp's rule of thumb for focal lengths below 10 mm (phone sensors).
 SMALL_SENSOR_FACTOR = 8.4
@@ -207,7 +207,7 @@ def load_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Loa
     path: JPEG, PNG, TIFF, WebP, HEIC/HEIF (needs pillow-heif) or any format Pillow opens.
     max_pixels: refuse images with more pixels than this (decompression-bomb guard).
     Returns a :class:`LoadedImage` (``image`` [H, W, 3] uint8, ``f_px``, ``metadata``).
-    Raises :class:`~sharp_rt.errors.ImageError` for missing, empty, corrupt, truncated,
+    Raises :class:`~sharp_rt.core.errors.ImageError` for missing, empty, corrupt, truncated,
     unsupported, zero-sized or too large files.
     """
     path = Path(path)

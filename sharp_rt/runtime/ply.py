@@ -26,10 +26,10 @@ from typing import Literal
 import numpy as np
 import plyfile
 
-from sharp_rt.errors import SharpError
-from sharp_rt.gaussians import Gaussians
-from sharp_rt.runtime.atomic import BackgroundWriter, atomic_write
+from sharp_rt.core.atomic import BackgroundWriter, atomic_write
+from sharp_rt.core.errors import SharpError
 from sharp_rt.runtime.color import linear_to_srgb, rgb_to_sh, sh_to_rgb, srgb_to_linear
+from sharp_rt.runtime.gaussians import Gaussians
 from sharp_rt.runtime.memory import raise_malloc_thresholds
 
 Layout = Literal["sharp", "plain"]
@@ -169,7 +169,7 @@ def write_ply(
     """Write metric Gaussians as a 3DGS ``.ply`` (ml-sharp's layout, or ``"plain"``: vertices only).
 
     The file appears atomically; an existing ``path`` is an
-    :class:`~sharp_rt.errors.OutputError` unless ``overwrite``.  Returns the path.
+    :class:`~sharp_rt.core.errors.OutputError` unless ``overwrite``.  Returns the path.
     """
     if layout not in ("sharp", "plain"):
         raise ValueError(f"layout must be 'sharp' or 'plain', got {layout!r}")

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sharp_rt.errors import SharpError
-from sharp_rt.gaussians import Gaussians
-from sharp_rt.runtime.atomic import BackgroundWriter, atomic_write
+from sharp_rt.core.atomic import BackgroundWriter, atomic_write
+from sharp_rt.core.errors import SharpError
 from sharp_rt.runtime.color import linear_to_srgb, srgb_to_linear
+from sharp_rt.runtime.gaussians import Gaussians
 from sharp_rt.runtime.memory import raise_malloc_thresholds
 
 SPLAT_DTYPE = np.dtype(
@@ -78,7 +78,7 @@ def write_splat(gaussians: Gaussians, path: str | Path, *, overwrite: bool = Fal
     """Write metric Gaussians as an antimatter15 ``.splat`` file (32 bytes each, sorted).
 
     The file appears atomically; an existing ``path`` is an
-    :class:`~sharp_rt.errors.OutputError` unless ``overwrite``.  Returns the path.
+    :class:`~sharp_rt.core.errors.OutputError` unless ``overwrite``.  Returns the path.
     """
     if gaussians.space != "metric":
         raise ValueError("write_splat expects metric Gaussians; unproject the NDC Gaussians first")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sharp_rt.gaussians import Gaussians
+from sharp_rt.runtime.gaussians import Gaussians
 from sharp_rt.runtime.linalg import transform_frames
 
 

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import torch
 
-from sharp_rt.errors import CheckpointError
-from sharp_rt.paths import OFFICIAL_FILENAME, official_checkpoint_path
+from sharp_rt.core.errors import CheckpointError
+from sharp_rt.core.paths import OFFICIAL_FILENAME, official_checkpoint_path
 from sharp_rt.sharp_ref.config import PRESETS, SharpConfig
 from sharp_rt.sharp_ref.predictor import SharpPredictor, build_predictor
 
@@ -35,7 +35,7 @@ OFFICIAL_URL = "https://ml-site.cdn-apple.com/models/sharp/sharp_2572gikvuh.pt"
 
 
 def default_checkpoint_path() -> Path:
-    """Where torch hub (and ml-sharp) cache the official checkpoint (``sharp_rt.paths``)."""
+    """Where torch hub (and ml-sharp) cache the official checkpoint (``sharp_rt.core.paths``)."""
     return official_checkpoint_path()
 
 
@@ -222,7 +222,7 @@ def predictor_from_state_dict(state: Mapping[str, torch.Tensor], config: SharpCo
 
 def save_checkpoint(state: Mapping[str, torch.Tensor], path: str | Path, *, overwrite: bool = True) -> Path:
     """Write a state dict atomically: ``.safetensors`` with safetensors, else ``torch.save``."""
-    from sharp_rt.runtime.atomic import atomic_write
+    from sharp_rt.core.atomic import atomic_write
 
     path = Path(path)
     with atomic_write(path, overwrite=overwrite) as handle:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sharp_rt.gaussians import Gaussians
+from sharp_rt.runtime.gaussians import Gaussians
 from sharp_rt.sharp_ref.composer import NDCGaussians
 from sharp_rt.sharp_ref.predictor import SharpPredictor
 

@@ -3,7 +3,7 @@
 The data goes to a temporary file in the destination's directory, is flushed and
 fsync'ed, then renamed over the destination (``os.replace``, atomic on POSIX and
 Windows).  On any error the temporary file is removed and the destination is
-untouched.  OS errors become :class:`~sharp_rt.errors.OutputError` with a hint.
+untouched.  OS errors become :class:`~sharp_rt.core.errors.OutputError` with a hint.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
-from sharp_rt.errors import OutputError
+from sharp_rt.core.errors import OutputError
 
 _NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}

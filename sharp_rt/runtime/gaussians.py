@@ -1,4 +1,4 @@
-"""The one Gaussian container shared by ``sharp_ref``, the runtime and the writers.
+"""The one Gaussian container shared by ``sharp_ref``, the runtime, the writers and the renderers.
 
 A :class:`Gaussians` holds the Gaussians of one image as numpy arrays, plus the
 camera metadata needed to interpret them.  Coordinates follow ml-sharp and
@@ -8,18 +8,21 @@ OpenCV: x right, y down, z forward; the scene lies around (0, 0, +z).
 ``(x_ndc * z, y_ndc * z, z)``, quaternions are the raw (unnormalized) network
 output.  ``space == "metric"``: after unprojection, camera space in metres
 (up to the scale ambiguity of monocular depth); quaternions are unit length.
+
+The container holds data only.  Writers and readers are functions over it
+(:func:`sharp_rt.runtime.ply.write_ply`, :func:`sharp_rt.runtime.splat.write_splat`,
+...), and rendering lives in :mod:`sharp_rt.render` (:func:`sharp_rt.render.render`),
+so this module imports neither.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from sharp_rt.render import Camera, Rendering
+from sharp_rt.runtime.linalg import covariances_from_quaternions
 
 ColorSpace = Literal["linearRGB", "sRGB"]
 Space = Literal["ndc", "metric"]
@@ -58,40 +61,4 @@ class Gaussians:
 
     def covariances(self) -> np.ndarray:
         """Covariance matrices ``R(q) diag(s^2) R(q)^T``, float64 [N, 3, 3]."""
-        from sharp_rt.runtime.linalg import covariances_from_quaternions
-
         return covariances_from_quaternions(self.quaternions, self.singular_values)
-
-    def render(
-        self,
-        camera: Camera | None = None,
-        *,
-        backend: Literal["auto", "torch", "gsplat"] = "auto",
-        device: str | None = None,
-        color_space: Literal["sRGB", "linearRGB"] = "sRGB",
-        background: tuple[float, float, float] = (0.0, 0.0, 0.0),
-    ) -> Rendering:
-        """Render a view (default: the input camera): ``Rendering(image [H,W,3], depth [H,W], alpha [H,W])``.
-
-        gsplat on CUDA when available, else the portable PyTorch rasterizer; see
-        :mod:`sharp_rt.render` (a ``Renderer`` is faster for many views of one scene).
-        """
-        from sharp_rt.render.renderer import render
-
-        return render(
-            self, camera, backend=backend, device=device, color_space=color_space, background=background
-        )
-
-    def save_ply(
-        self, path: str | Path, *, layout: Literal["sharp", "plain"] = "sharp", overwrite: bool = False
-    ) -> Path:
-        """Write a 3DGS ``.ply`` (ml-sharp layout, or ``layout="plain"``: vertex element only)."""
-        from sharp_rt.runtime.ply import write_ply
-
-        return write_ply(self, path, layout=layout, overwrite=overwrite)
-
-    def save_splat(self, path: str | Path, *, overwrite: bool = False) -> Path:
-        """Write an antimatter15 ``.splat`` file (32 bytes per Gaussian)."""
-        from sharp_rt.runtime.splat import write_splat
-
-        return write_splat(self, path, overwrite=overwrite)

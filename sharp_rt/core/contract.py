@@ -11,7 +11,7 @@ An artifact directory (default ``engines/<config>-<precision>/``) holds::
 is an interrupted export.  :func:`read_manifest` is the one entry point for
 every runtime (Python, C++, apps): it checks the format, the requested
 precision, the validation status and the files (sizes always, sha256 on
-request) and raises :class:`~sharp_rt.errors.EngineError` with a hint that
+request) and raises :class:`~sharp_rt.core.errors.EngineError` with a hint that
 says how to repair the directory.  The contract is documented in
 ``docs/engine-contract.md``.
 
@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from sharp_rt.errors import EngineError
+from sharp_rt.core.errors import EngineError
 
 MANIFEST_NAME = "manifest.json"
 ONNX_NAME = "model.onnx"
@@ -144,7 +144,7 @@ class Manifest:
 
 def write_manifest(directory: Path, data: Mapping[str, Any]) -> Path:
     """Write ``manifest.json`` atomically (temporary file, fsync, rename: ``runtime.atomic``)."""
-    from sharp_rt.runtime.atomic import write_atomic
+    from sharp_rt.core.atomic import write_atomic
 
     text = json.dumps(data, indent=2) + "\n"
     return write_atomic(Path(directory) / MANIFEST_NAME, text.encode("utf-8"), overwrite=True)
