@@ -88,7 +88,7 @@ def run_variant(variant: str, checkpoint: Path, workdir: Path, image: Path, devi
             "opacities": ndc.opacities,
         }
     else:
-        from sharp_rt.predictor import Predictor
+        from sharp_rt.predict.predictor import Predictor
         from sharp_rt.runtime.ply import write_ply
 
         backend, precision = variant.split("-")

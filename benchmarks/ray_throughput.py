@@ -34,8 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sharp_rt.outputs import OutputFormat, plan_outputs, write_output  # noqa: E402
-from sharp_rt.predictor import EngineSpec  # noqa: E402
+from sharp_rt.predict.outputs import OutputFormat, plan_outputs, write_output  # noqa: E402
+from sharp_rt.predict.predictor import EngineSpec  # noqa: E402
 
 
 def make_photos(folder: Path, count: int) -> list[Path]:
@@ -52,7 +52,7 @@ def make_photos(folder: Path, count: int) -> list[Path]:
 
 def run_single_process(spec: EngineSpec, todo: list[tuple[Path, Path]]) -> float:
     """Seconds for the one-process pipeline (engine load included)."""
-    from sharp_rt.predictor import Predictor
+    from sharp_rt.predict.predictor import Predictor
 
     started = time.perf_counter()
     targets = dict(todo)
@@ -65,7 +65,7 @@ def run_single_process(spec: EngineSpec, todo: list[tuple[Path, Path]]) -> float
 
 def run_ray(spec: EngineSpec, todo: list[tuple[Path, Path]], workers: int) -> float:
     """Seconds for ``predict_on_ray`` with ``workers`` actors (actor start-up included)."""
-    from sharp_rt.ray_batch import RayOptions, predict_on_ray
+    from sharp_rt.scaleout.ray_batch import RayOptions, predict_on_ray
 
     started = time.perf_counter()
     options = RayOptions(workers=workers)

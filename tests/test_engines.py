@@ -16,7 +16,7 @@ pytest.importorskip("torch")
 
 from sharp_rt.cli import app
 from sharp_rt.core.errors import EngineError, SharpError
-from sharp_rt.predictor import Predictor
+from sharp_rt.predict.predictor import Predictor
 
 runner = CliRunner()
 
@@ -126,7 +126,7 @@ def test_info_lists_backends_and_found_engines(tiny_export, tmp_path, monkeypatc
 def test_onnxruntime_path_never_imports_torch(tiny_export):
     code = (
         "import sys, numpy as np\n"
-        "from sharp_rt.predictor import Predictor\n"
+        "from sharp_rt.predict.predictor import Predictor\n"
         f"p = Predictor.from_artifact({str(tiny_export)!r}, backend='onnxruntime')\n"
         f"g = p.predict({str(DATA / 'coffee.png')!r})\n"
         "print(json.dumps({'torch': 'torch' in sys.modules, 'n': len(g)}))\n"

@@ -24,9 +24,9 @@ import golden_io  # noqa: E402  (tests/parity_kit)
 import typer  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
+from sharp_rt.cli.export import export_command  # noqa: E402
 from sharp_rt.core.errors import EngineError  # noqa: E402
 from sharp_rt.export import OUTPUT_NAMES, read_manifest  # noqa: E402
-from sharp_rt.export.cli import export_command  # noqa: E402
 from sharp_rt.export.pipeline import export_engine  # noqa: E402
 from sharp_rt.export.validate import compare_outputs, onnxruntime_session, run_onnx  # noqa: E402
 from sharp_rt.sharp_ref.recipe import preprocess_torch  # noqa: E402

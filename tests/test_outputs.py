@@ -8,7 +8,7 @@ import pytest
 from conftest import DATA
 
 from sharp_rt.core.errors import SharpError
-from sharp_rt.outputs import OutputFormat, is_complete_output, output_targets, plan_outputs
+from sharp_rt.predict.outputs import OutputFormat, is_complete_output, output_targets, plan_outputs
 from sharp_rt.runtime.ply import ply_expected_size
 
 

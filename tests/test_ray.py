@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 
 from sharp_rt.cli import app
 from sharp_rt.core.errors import SharpError
-from sharp_rt.predictor import EngineSpec
+from sharp_rt.predict.predictor import EngineSpec
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'sharp-rt[ray]')")
-from sharp_rt.ray_batch import CRASH_ONCE_ENV, RayOptions, plan_resources  # noqa: E402
+from sharp_rt.scaleout.ray_batch import CRASH_ONCE_ENV, RayOptions, plan_resources  # noqa: E402
 
 runner = CliRunner()
 
@@ -128,8 +128,8 @@ def test_impossible_actor_pools_are_clear_errors(options, cluster, message):
 
 
 def test_decode_inference_and_write_run_as_separate_ray_operators(local_cluster, tmp_path, tiny_checkpoint):
-    from sharp_rt.outputs import OutputFormat
-    from sharp_rt.ray_batch import Resources, build_dataset
+    from sharp_rt.predict.outputs import OutputFormat
+    from sharp_rt.scaleout.ray_batch import Resources, build_dataset
 
     spec = EngineSpec(checkpoint=tiny_checkpoint.resolve(), backend="torch", device="cpu")
     rows = [{"source": str(DATA / "coffee.png"), "target": str(tmp_path / "coffee.ply")}]

@@ -10,9 +10,9 @@ import typer
 from conftest import DATA
 from typer.testing import CliRunner
 
+from sharp_rt.cli.render import render_command
 from sharp_rt.core.errors import SharpError
 from sharp_rt.render import RenderOptions, colorize_depth, render_video
-from sharp_rt.render.cli import render_command
 
 pytest.importorskip("torch")
 imageio = pytest.importorskip("imageio.v2", reason="video writing needs imageio and imageio-ffmpeg")

@@ -29,16 +29,16 @@ from sharp_rt.cli import app
 from sharp_rt.core.contract import INPUT_NAMES, OUTPUT_NAMES, read_manifest
 from sharp_rt.core.errors import EngineError
 from sharp_rt.engines.onnxruntime_engine import OnnxRuntimeEngine
-from sharp_rt.engines.triton_engine import (
+from sharp_rt.predict.predictor import Predictor
+from sharp_rt.runtime.ply import write_ply
+from sharp_rt.scaleout.triton_client import (
     TritonEngine,
     check_model_config,
     make_inputs,
     outputs_from_result,
     parse_url,
 )
-from sharp_rt.export.triton import export_triton
-from sharp_rt.predictor import Predictor
-from sharp_rt.runtime.ply import write_ply
+from sharp_rt.scaleout.triton_repository import export_triton
 
 runner = CliRunner()
 SIZE, COUNT = 384, 73_728  # the tiny preset
@@ -391,7 +391,8 @@ def test_cli_predict_through_a_real_triton_server_writes_the_local_bytes(
 def test_triton_client_path_never_imports_torch_or_onnxruntime():
     code = (
         "import sys\n"
-        "import sharp_rt.cli, sharp_rt.predict_cli, sharp_rt.engines.triton_engine, sharp_rt.predictor\n"
+        "import sharp_rt.cli, sharp_rt.cli.predict, sharp_rt.scaleout.triton_client\n"
+        "import sharp_rt.predict.predictor\n"
         "print(sorted(m for m in ('torch', 'onnxruntime', 'onnx') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

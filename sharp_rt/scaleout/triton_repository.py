@@ -3,7 +3,7 @@
 ```
 MODEL_REPO/
   <model_name>/
-    config.pbtxt           written last, atomically (this module's small text writer)
+    config.pbtxt           written last, atomically (sharp_rt.scaleout.triton_config)
     warmup/disparity_factor_one   4 bytes: float32 1.0, the warm-up request's disparity_factor
     1/                     a normal sharp-rt artifact directory (sharp_rt.export.pipeline):
       model.onnx + model.onnx.data   (backend onnxruntime)
@@ -11,15 +11,16 @@ MODEL_REPO/
       manifest.json                  Triton ignores it; sharp-rt tools read it
 ```
 
-The config declares the engine contract (``sharp_rt.core.contract``) in Triton's
-terms: every tensor ``TYPE_FP32``; with ``max_batch_size > 0`` the dims leave out
-the batch and ``disparity_factor`` (``[B]`` in the model) is declared ``dims: [1]``
-with ``reshape: { shape: [ ] }``, so clients send ``[B, 1]``; with
-``max_batch_size: 0`` the model is a static batch-1 graph and the dims are the
-model's full shapes.  ``parameters`` carry the sharp-rt facts (precision, preset,
-resolution, Gaussians, version) that :class:`~sharp_rt.engines.triton_engine.TritonEngine`
-reads back from the server.  Triton's docs accept ``backend: "tensorrt"`` or the
-classic ``platform: "tensorrt_plan"`` for plans; this writer uses ``backend``.
+The config (:mod:`sharp_rt.scaleout.triton_config`) declares the engine contract
+(``sharp_rt.core.contract``) in Triton's terms: every tensor ``TYPE_FP32``; with
+``max_batch_size > 0`` the dims leave out the batch and ``disparity_factor``
+(``[B]`` in the model) is declared ``dims: [1]`` with ``reshape: { shape: [ ] }``,
+so clients send ``[B, 1]``; with ``max_batch_size: 0`` the model is a static
+batch-1 graph and the dims are the model's full shapes.  ``parameters`` carry the
+sharp-rt facts (precision, preset, resolution, Gaussians, version) that
+:class:`~sharp_rt.scaleout.triton_client.TritonEngine` reads back from the server.
+Triton's docs accept ``backend: "tensorrt"`` or the classic
+``platform: "tensorrt_plan"`` for plans; this writer uses ``backend``.
 
 Importing this module is light (no tritonclient, no torch).
 """
@@ -27,32 +28,29 @@ Importing this module is light (no tritonclient, no torch).
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 import struct
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from sharp_rt.core.contract import Manifest, io_specs
 from sharp_rt.core.errors import OutputError, SharpError
+from sharp_rt.scaleout.triton_config import (
+    CONFIG_NAME,
+    INSTANCE_KINDS,
+    TRITON_BACKENDS,
+    VERSION_DIR,
+    WARMUP_DIR,
+    WARMUP_DISPARITY_FILE,
+    model_config,
+    to_pbtxt,
+)
 
 if TYPE_CHECKING:
     from sharp_rt.export.pipeline import ExportResult
 
-TRITON_BACKENDS = ("onnxruntime", "tensorrt")
-INSTANCE_KINDS = ("gpu", "cpu")
-CONFIG_NAME = "config.pbtxt"
-VERSION_DIR = "1"
-WARMUP_DIR = "warmup"
-WARMUP_DISPARITY_FILE = "disparity_factor_one"
 DEFAULT_REPOSITORY = Path("model_repository")
-PARAMETER_PREFIX = "sharp_rt."
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-
-
-class Symbol(str):
-    """A protobuf enum value: written without quotes (``TYPE_FP32``, ``KIND_GPU``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,108 +61,6 @@ class TritonExportResult:
     model_dir: Path  # <repository>/<model_name>
     config_path: Path  # <model_dir>/config.pbtxt
     export: ExportResult  # what export_engine wrote into the version directory
-
-
-def to_pbtxt(message: dict[str, Any], indent: int = 0) -> str:
-    """Protobuf text format of ``message``.
-
-    A dict is a message, a list of dicts a repeated message field, a list of
-    scalars a repeated scalar field, :class:`Symbol` an enum value.
-    """
-    pad = "  " * indent
-    lines: list[str] = []
-    for key, value in message.items():
-        items = value if isinstance(value, list) and value and isinstance(value[0], dict) else [value]
-        for item in items:
-            if isinstance(item, dict):
-                lines += [f"{pad}{key} {{", to_pbtxt(item, indent + 1), f"{pad}}}"]
-            elif isinstance(item, list):
-                joined = ", ".join(_scalar(v) for v in item)
-                lines.append(f"{pad}{key}: [ {joined} ]" if joined else f"{pad}{key}: [ ]")
-            else:
-                lines.append(f"{pad}{key}: {_scalar(item)}")
-    return "\n".join(line for line in lines if line)
-
-
-def _scalar(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, Symbol):
-        return str(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # ASCII with \" and \\ escapes: valid text-format strings
-    return repr(value)
-
-
-def tensor_dims(resolution: int, num_gaussians: int, batched: bool) -> dict[str, list[int]]:
-    """Triton dims of each contract tensor: without the batch if ``batched``, else the static shape."""
-    inputs, outputs = io_specs(resolution, num_gaussians, batch=1)
-    if batched:
-        return {spec.name: [int(d) for d in spec.shape[1:]] or [1] for spec in (*inputs, *outputs)}
-    return {spec.name: [int(d) for d in spec.shape] for spec in (*inputs, *outputs)}
-
-
-def model_config(
-    manifest: Manifest,
-    *,
-    model_name: str,
-    triton_backend: str,
-    max_batch_size: int,
-    instances: int,
-    instance_kind: str,
-    queue_delay_us: int,
-) -> dict[str, Any]:
-    """The model configuration (as :func:`to_pbtxt` input) of an exported artifact directory."""
-    from sharp_rt import __version__
-
-    batched = max_batch_size > 0
-    dims = tensor_dims(manifest.internal_resolution, manifest.num_gaussians, batched)
-
-    def tensor(name: str) -> dict[str, Any]:
-        spec: dict[str, Any] = {"name": name, "data_type": Symbol("TYPE_FP32"), "dims": dims[name]}
-        if batched and name == "disparity_factor":
-            spec["reshape"] = {"shape": []}  # clients send [B, 1]; the model takes [B]
-        return spec
-
-    facts = {
-        "precision": manifest.precision,
-        "config": manifest.config,
-        "internal_resolution": str(manifest.internal_resolution),
-        "num_gaussians": str(manifest.num_gaussians),
-        "version": __version__,
-    }
-    config: dict[str, Any] = {
-        "name": model_name,
-        "backend": triton_backend,
-        "max_batch_size": max_batch_size,
-        "input": [tensor(spec.name) for spec in manifest.inputs],
-        "output": [tensor(spec.name) for spec in manifest.outputs],
-    }
-    if batched:
-        config["dynamic_batching"] = {
-            "preferred_batch_size": [max_batch_size],
-            "max_queue_delay_microseconds": queue_delay_us,
-        }
-    config["instance_group"] = [{"count": instances, "kind": Symbol(f"KIND_{instance_kind.upper()}")}]
-    config["parameters"] = [
-        {"key": PARAMETER_PREFIX + key, "value": {"string_value": value}} for key, value in facts.items()
-    ]
-    warmup_inputs = {
-        "image": {"data_type": Symbol("TYPE_FP32"), "dims": dims["image"], "zero_data": True},
-        "disparity_factor": {
-            "data_type": Symbol("TYPE_FP32"),
-            "dims": dims["disparity_factor"],
-            "input_data_file": WARMUP_DISPARITY_FILE,
-        },
-    }
-    config["model_warmup"] = [
-        {
-            "name": "zero_image",
-            "batch_size": 1,
-            "inputs": [{"key": key, "value": value} for key, value in warmup_inputs.items()],
-        }
-    ]
-    return config
 
 
 def _check_options(

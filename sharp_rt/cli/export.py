@@ -1,6 +1,6 @@
 """The ``sharp-rt export`` command.
 
-Registered by ``sharp_rt.cli`` with ``app.command("export")(export_command)``.
+Registered in :mod:`sharp_rt.cli.app` as ``export``.
 """
 
 from __future__ import annotations
@@ -96,14 +96,14 @@ def export_command(
     ] = "sharp",
 ) -> None:
     """Export SHARP to ONNX (fp32 / fp16), a TensorRT engine or a Triton model repository, validated."""
-    from sharp_rt.cli import console, user_errors
+    from sharp_rt.cli.console import console, user_errors
 
     def log(message: str) -> None:
         console.print(message, highlight=False)
 
     if target is TargetOption.triton:
         with user_errors():
-            from sharp_rt.export.triton import DEFAULT_REPOSITORY, export_triton
+            from sharp_rt.scaleout.triton_repository import DEFAULT_REPOSITORY, export_triton
 
             triton = export_triton(
                 checkpoint,
@@ -139,7 +139,7 @@ def export_command(
 
 def _report_triton(triton, console) -> None:
     """Print the repository layout and how to serve it."""
-    from sharp_rt.export.triton import tritonserver_command
+    from sharp_rt.scaleout.triton_repository import tritonserver_command
 
     console.print(
         f"Wrote the Triton model repository {triton.repository}/: {triton.config_path}, "

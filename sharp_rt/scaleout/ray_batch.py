@@ -34,8 +34,8 @@ import numpy as np
 
 from sharp_rt.core.contract import OUTPUT_NAMES
 from sharp_rt.core.errors import SharpError
-from sharp_rt.outputs import ImageResult, OutputFormat, write_output
-from sharp_rt.predictor import EngineSpec, prepare_image, unproject_outputs
+from sharp_rt.predict.outputs import ImageResult, OutputFormat, write_output
+from sharp_rt.predict.predictor import EngineSpec, prepare_image, unproject_outputs
 
 IO_TASK_CPUS = 0.25  # logical CPUs of one decode or write task
 # Test hook: a marker path; the first actor call that creates the marker exits (a killed worker).

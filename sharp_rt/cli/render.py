@@ -1,7 +1,6 @@
 """``sharp-rt render PLY... -o OUT_DIR``: trajectory videos of 3DGS ``.ply`` files.
 
-The lead registers :func:`render_command` on the main Typer app
-(``app.command("render")(render_command)``).  Every input is rendered to
+Registered in :mod:`sharp_rt.cli.app` as ``render``.  Every input is rendered to
 ``OUT_DIR/<stem>.mp4`` plus ``OUT_DIR/<stem>.depth.mp4``; a file that cannot be read
 or written is reported and skipped, and the command then exits with code 1.
 """
@@ -38,7 +37,7 @@ class TrajectoryChoice(str, Enum):
 
 def collect_plys(inputs: list[str]) -> list[Path]:
     """Expand ``.ply`` files, folders (recursively) and glob patterns, in order, without duplicates."""
-    from sharp_rt.inputs import expand_inputs
+    from sharp_rt.predict.inputs import expand_inputs
 
     return expand_inputs(inputs, [".ply"], ".ply files")
 
@@ -73,7 +72,7 @@ def render_command(
     """Render camera-trajectory videos (colour and depth) of 3D Gaussian splats."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from sharp_rt.cli import console, user_errors
+    from sharp_rt.cli.console import console, user_errors
     from sharp_rt.render.video import RenderOptions, depth_video_path, render_video
     from sharp_rt.runtime.ply import read_ply
 

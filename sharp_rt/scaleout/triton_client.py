@@ -8,7 +8,7 @@ Predictor(engine).predict("photo.jpg")            # load, preprocess, unproject,
 On construction the engine checks that the server is live and the model ready,
 reads the model configuration and checks it against the engine contract
 (``sharp_rt.core.contract``; the config ``sharp-rt export --target triton``
-writes, see ``sharp_rt.export.triton``): names, ``TYPE_FP32``, dims.  Requests
+writes, see ``sharp_rt.scaleout.triton_repository``): names, ``TYPE_FP32``, dims.  Requests
 carry binary tensors (gRPC raw contents, HTTP binary extension).  Needs
 ``tritonclient[grpc]`` or ``tritonclient[http]`` (the ``[triton]`` extra),
 imported lazily.  Request building and response parsing are module functions
@@ -27,7 +27,7 @@ import numpy as np
 from sharp_rt.core.contract import OUTPUT_WIDTHS
 from sharp_rt.core.errors import EngineError
 from sharp_rt.engines.base import INPUT_NAMES, OUTPUT_NAMES, Engine, EngineInfo
-from sharp_rt.export.triton import PARAMETER_PREFIX, tensor_dims
+from sharp_rt.scaleout.triton_config import PARAMETER_PREFIX, tensor_dims
 
 DEFAULT_TIMEOUT_S = 300.0
 SERVER_HINT = (

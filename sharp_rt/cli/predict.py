@@ -7,7 +7,7 @@ collect_images ─> plan_outputs (skip complete outputs: a rerun resumes) ─┬
    ─> ImageResult per image ─> progress bar, one line per image, summary table, failures (exit 1)
 ```
 
-Registered by ``sharp_rt.cli`` with ``app.command("predict")(predict_command)``.
+Registered in :mod:`sharp_rt.cli.app` as ``predict``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from sharp_rt.core.errors import OutputError, SharpError
-from sharp_rt.outputs import ImageResult, OutputFormat
+from sharp_rt.predict.outputs import ImageResult, OutputFormat
 
 DEFAULT_ENGINE_DIRS = (Path("engines/sharp-fp16"), Path("engines/sharp-fp32"))
 
@@ -39,7 +39,7 @@ class Backend(str, Enum):
 
 def collect_images(inputs: list[str]) -> list[Path]:
     """Expand files, folders (recursively, image extensions only) and glob patterns, in order."""
-    from sharp_rt.inputs import expand_inputs
+    from sharp_rt.predict.inputs import expand_inputs
     from sharp_rt.runtime.image_io import IMAGE_EXTENSIONS
 
     return expand_inputs(inputs, IMAGE_EXTENSIONS, "images")
@@ -54,7 +54,7 @@ def engine_spec(
     threads: int | None,
 ):
     """Pick the engine: an export directory, the default export, or torch from a checkpoint."""
-    from sharp_rt.predictor import EngineSpec
+    from sharp_rt.predict.predictor import EngineSpec
 
     if engine is None and backend is not Backend.torch and checkpoint is None:
         engine = next((d for d in DEFAULT_ENGINE_DIRS if (d / "manifest.json").is_file()), None)
@@ -91,7 +91,7 @@ def check_run_mode(ray: str | None, server: str | None, render: bool, local_engi
 
 def predict_here(predictor, todo: list[tuple[Path, Path]], fmt: OutputFormat, overwrite: bool, video):
     """Run ``todo`` in this process (decoding the next image meanwhile); yields one ImageResult each."""
-    from sharp_rt.outputs import write_output
+    from sharp_rt.predict.outputs import write_output
 
     targets = dict(todo)
     for result in predictor.predict_many([source for source, _ in todo]):
@@ -118,7 +118,7 @@ def show_progress(results: Iterator[ImageResult], total: int, done: int, failure
     """Consume results with a progress bar and one line per image; print the summary table."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from sharp_rt.cli import console
+    from sharp_rt.cli.console import console
 
     totals: dict[str, float] = {}
     written = gaussians_total = 0
@@ -232,8 +232,8 @@ def predict_command(
     server_model: Annotated[str, typer.Option(help="--server: the model's name on the server.")] = "sharp",
 ) -> None:
     """Turn photos into 3D Gaussian splats: OUT_DIR/<image stem>.ply (or .splat); reruns skip done ones."""
-    from sharp_rt.cli import console, user_errors
-    from sharp_rt.outputs import plan_outputs
+    from sharp_rt.cli.console import console, user_errors
+    from sharp_rt.predict.outputs import plan_outputs
 
     with user_errors():
         local_engine = engine is not None or checkpoint is not None or backend is not Backend.auto
@@ -257,10 +257,10 @@ def predict_command(
         spec = None if server else engine_spec(engine, backend, checkpoint, device, precision, threads)
         started = time.perf_counter()
         if ray is None:
-            from sharp_rt.predictor import Predictor
+            from sharp_rt.predict.predictor import Predictor
 
             if server is not None:
-                from sharp_rt.engines.triton_engine import TritonEngine
+                from sharp_rt.scaleout.triton_client import TritonEngine
 
                 predictor = Predictor(TritonEngine(server, model_name=server_model))
             else:
@@ -285,7 +285,7 @@ def predict_command(
                 results = predict_here(predictor, plan.todo, fmt, overwrite, video)
                 show_progress(results, len(plan.todo), len(plan.done), failures)
         else:
-            from sharp_rt.ray_batch import RayOptions, predict_on_ray
+            from sharp_rt.scaleout.ray_batch import RayOptions, predict_on_ray
 
             options = RayOptions(ray, workers, gpus_per_worker, cpus_per_worker, max_retries)
             where = {"local": "a local Ray", "auto": "the running Ray cluster"}.get(ray, f"Ray at {ray}")

@@ -1,0 +1,65 @@
+"""The ``sharp-rt`` application: the typer app and its commands, one module each.
+
+```
+sharp-rt predict INPUT... -o OUT_DIR   photos -> .ply / .splat (+ videos; --ray: a cluster; --server: Triton)
+sharp-rt export [--precision fp16]     checkpoint -> ONNX / TensorRT engine directory
+sharp-rt render PLY... -o OUT_DIR      trajectory videos of splats
+sharp-rt info                          what is installed and usable
+sharp-rt checkpoint [-c CKPT]          inspect a checkpoint: preset, parameters, sha256
+sharp-rt synthetic PRESET -o FILE      write synthetic weights in the official layout
+```
+
+User errors (bad image, missing checkpoint, existing output, ...) print one
+message with a hint and exit non-zero, without a traceback (``cli.console``).
+Command modules import only light modules at import time; each loads torch,
+onnxruntime, Ray, ... inside the command when it needs them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from sharp_rt import __version__
+from sharp_rt.cli.checkpoint import checkpoint_command, synthetic_command
+from sharp_rt.cli.export import export_command
+from sharp_rt.cli.info import info_command
+from sharp_rt.cli.predict import predict_command
+from sharp_rt.cli.render import render_command
+
+app = typer.Typer(
+    name="sharp-rt",
+    help="Run Apple's SHARP (one photo -> 3D Gaussians) in production.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"sharp-rt {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Run Apple's SHARP (one photo -> 3D Gaussians) in production."""
+
+
+app.command("predict")(predict_command)
+app.command("export")(export_command)
+app.command("render")(render_command)
+app.command("info")(info_command)
+app.command("checkpoint")(checkpoint_command)
+app.command("synthetic")(synthetic_command)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,98 @@
+"""``sharp-rt info``: what is installed and usable (backends, providers, GPU), exported engines, caches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sharp_rt import __version__
+from sharp_rt.core.errors import SharpError
+
+
+def _probe(module: str) -> tuple[str, str]:
+    """(status, details) of an optional package: version and what it can run on."""
+    import importlib
+    import importlib.metadata
+
+    try:
+        mod = importlib.import_module(module)
+    except Exception as error:  # not installed, or broken (e.g. a CUDA-only wheel)
+        return "missing" if isinstance(error, ModuleNotFoundError) else "broken", str(error).splitlines()[0][
+            :90
+        ]
+    version = getattr(mod, "__version__", None)
+    if version is None:
+        try:
+            version = importlib.metadata.version(module)
+        except importlib.metadata.PackageNotFoundError:
+            version = "?"
+    if module == "torch":
+        gpus = [mod.cuda.get_device_name(i) for i in range(mod.cuda.device_count())]
+        extra = f"CUDA: {', '.join(gpus)}" if gpus else "CUDA: none"
+        extra += ", MPS: yes" if mod.backends.mps.is_available() else ""
+        return version, extra
+    if module == "onnxruntime":
+        return version, "providers: " + ", ".join(mod.get_available_providers())
+    return version, ""
+
+
+def info_command(
+    engines_dir: Annotated[Path, typer.Option(help="Where to look for exported engines.")] = Path("engines"),
+) -> None:
+    """Show what is installed and usable: backends, providers, GPU, engines, cache paths."""
+    import platform
+
+    table = Table(title=f"sharp-rt {__version__} (Python {platform.python_version()}, {platform.machine()})")
+    table.add_column("component")
+    table.add_column("version / status")
+    table.add_column("details")
+    for label, module in [
+        ("numpy", "numpy"),
+        ("torch backend", "torch"),
+        ("ONNX Runtime backend", "onnxruntime"),
+        ("TensorRT backend", "tensorrt"),
+        ("onnx (export)", "onnx"),
+        ("gsplat (GPU rendering)", "gsplat"),
+        ("pillow-heif (HEIC)", "pillow_heif"),
+        ("Ray (predict --ray)", "ray"),
+        ("Triton client (predict --server)", "tritonclient"),
+    ]:
+        table.add_row(label, *_probe(module))
+    typer.echo("")
+    Console().print(table)
+
+    artifacts = Table(title=f"Exported engines in {engines_dir}/")
+    for column in ("directory", "config", "precision", "validation", "TensorRT plan", "status"):
+        artifacts.add_column(column)
+    from sharp_rt.core.contract import MANIFEST_NAME, read_manifest
+
+    for manifest_path in sorted(engines_dir.glob(f"*/{MANIFEST_NAME}")):
+        try:
+            manifest = read_manifest(manifest_path.parent, allow_failed_validation=True)
+        except SharpError as error:
+            artifacts.add_row(str(manifest_path.parent), "?", "?", "?", "?", f"[red]{error.message}[/]")
+            continue
+        plan = manifest.tensorrt.get("gpu_name", "yes") if manifest.plan_path else "no"
+        artifacts.add_row(
+            str(manifest.directory),
+            manifest.config,
+            manifest.precision,
+            manifest.validation_status,
+            str(plan),
+            "ok",
+        )
+    Console().print(
+        artifacts if artifacts.row_count else f"No exported engines in {engines_dir}/ (sharp-rt export)"
+    )
+
+    from sharp_rt.core.paths import cache_root, official_checkpoint_path
+
+    checkpoint = official_checkpoint_path()
+    typer.echo(
+        f"official checkpoint: {checkpoint} ({'present' if checkpoint.is_file() else 'not downloaded'})"
+    )
+    typer.echo(f"sharp-rt cache:      {cache_root()} (TensorRT timing caches)")
