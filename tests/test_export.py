@@ -325,7 +325,7 @@ def test_cli_missing_checkpoint_is_a_user_error(tmp_path):
 
 def test_cli_tensorrt_without_tensorrt_says_so_in_one_line(tmp_path, checkpoint_file):
     try:
-        from sharp_rt.export.tensorrt_build import tensorrt_environment
+        from sharp_rt.engines.tensorrt_engine import tensorrt_environment
 
         tensorrt_environment()
     except EngineError:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from sharp_rt.core.errors import EngineError
-from sharp_rt.export.tensorrt_build import check_plan_environment, default_timing_cache
+from sharp_rt.engines.tensorrt_engine import check_plan_environment
+from sharp_rt.export.tensorrt_build import default_timing_cache
 
 H100 = {"gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "tensorrt_version": "10.13.0.35"}
 
@@ -38,7 +39,7 @@ def test_timing_cache_is_per_tensorrt_version_and_gpu(monkeypatch, tmp_path):
 def test_load_plan_refuses_a_directory_without_plan(tmp_path):
     from types import SimpleNamespace
 
-    from sharp_rt.export.tensorrt_build import load_plan
+    from sharp_rt.engines.tensorrt_engine import load_plan
 
     manifest = SimpleNamespace(plan_path=None, tensorrt=None, directory=tmp_path)
     with pytest.raises(EngineError, match="has no TensorRT plan"):
@@ -51,7 +52,7 @@ def trt_environment():
     pytest.importorskip(
         "tensorrt", reason="TensorRT is not installed (extra [tensorrt], NVIDIA GPU machines only)"
     )
-    from sharp_rt.export.tensorrt_build import tensorrt_environment
+    from sharp_rt.engines.tensorrt_engine import tensorrt_environment
 
     try:
         return tensorrt_environment()
@@ -66,9 +67,9 @@ def test_tensorrt_plan_builds_validates_and_reloads(
     environment = trt_environment
     tiny_state = request.getfixturevalue("tiny_state")  # after the skip: session fixtures set up first
     torch = pytest.importorskip("torch")
+    from sharp_rt.engines.tensorrt_engine import load_plan, run_plan
     from sharp_rt.export import read_manifest
     from sharp_rt.export.pipeline import export_engine
-    from sharp_rt.export.tensorrt_build import load_plan, run_plan
     from sharp_rt.export.validate import compare_outputs, probe_image, reference_outputs
     from sharp_rt.sharp_ref import predictor_from_state_dict, tiny_config
 

@@ -1,4 +1,4 @@
-"""Engines: one small interface (:class:`~sharp_rt.engines.base.Engine`), three backends.
+"""Engines: one small interface (:class:`~sharp_rt.engines.base.Engine`), three local backends.
 
 | backend | module | needs |
 | --- | --- | --- |
@@ -7,6 +7,8 @@
 | PyTorch | ``torch_engine`` | ``[torch]``, a checkpoint (no export needed) |
 
 Backends are imported lazily: loading an ONNX Runtime engine never imports torch.
+The engine contract they implement is :mod:`sharp_rt.core.contract`; a fourth
+engine, the client of a Triton server, is :mod:`sharp_rt.scaleout.triton_client`.
 """
 
 from __future__ import annotations

@@ -2,17 +2,19 @@
 
 | piece                                              | module             |
 | -------------------------------------------------- | ------------------ |
-| manifest format, ``read_manifest`` (light import)  | ``manifest``       |
 | end-to-end ``export_engine``                       | ``pipeline``       |
 | the exported function, exporter settings, checks   | ``onnx_export``    |
 | mixed-precision fp16 layout                        | ``precision``      |
 | probe input, ONNX Runtime run, error measures      | ``validate``       |
-| TensorRT build, plan environment checks            | ``tensorrt_build`` |
-| the ``sharp-rt export`` command                    | ``cli``            |
+| TensorRT build (plan, timing cache)                | ``tensorrt_build`` |
 
-Importing this package loads only the manifest module (standard library);
-torch, onnx, onnxruntime and TensorRT are imported when used.
-The artifact layout and I/O contract: ``docs/engine-contract.md``.
+This package builds engines; running them is :mod:`sharp_rt.engines`, and the
+manifest both sides share is the engine contract, :mod:`sharp_rt.core.contract`
+(re-exported here: ``read_manifest``, ``Manifest``, names).  Importing this
+package loads only that module (standard library); torch, onnx, onnxruntime and
+TensorRT are imported when used.  The artifact layout and I/O contract:
+``docs/engine-contract.md``.  The command: :mod:`sharp_rt.cli.export`; Triton
+model repositories: :mod:`sharp_rt.scaleout.triton_repository`.
 """
 
 from __future__ import annotations

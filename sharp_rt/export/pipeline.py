@@ -78,7 +78,7 @@ def _versions() -> dict[str, str]:
     import onnx
     import torch
 
-    from sharp_rt import __version__
+    from sharp_rt._version import __version__
 
     versions = {
         "sharp_rt": __version__,
@@ -140,7 +140,7 @@ def _validate_plan(plan: Path, probe, reference, precision: str, validation: dic
     """Run the fresh plan on the probe too; its result goes to ``validation["tensorrt"]``."""
     import tensorrt as trt
 
-    from sharp_rt.export.tensorrt_build import run_plan
+    from sharp_rt.engines.tensorrt_engine import run_plan
     from sharp_rt.export.validate import compare_outputs
 
     engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan.read_bytes())
@@ -180,7 +180,7 @@ def export_engine(
     if target not in TARGETS:
         raise SharpError(f"Unknown target {target!r}", hint="choose onnx or tensorrt")
     if target == "tensorrt":
-        from sharp_rt.export.tensorrt_build import tensorrt_environment
+        from sharp_rt.engines.tensorrt_engine import tensorrt_environment
 
         tensorrt_environment()  # fails fast, in one line, without TensorRT or a GPU
 

@@ -111,7 +111,7 @@ def export_triton(
 
     _check_options(model_name, triton_backend, max_batch_size, instances, instance_kind)
     if triton_backend == "tensorrt":
-        from sharp_rt.export.tensorrt_build import tensorrt_environment
+        from sharp_rt.engines.tensorrt_engine import tensorrt_environment
 
         tensorrt_environment()  # one-line error without TensorRT or a GPU, before touching the repository
     repository = Path(out_dir)
