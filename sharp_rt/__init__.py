@@ -8,10 +8,9 @@ import whom: ``docs/architecture.md``.
 from __future__ import annotations
 
 from sharp_rt._moved import install_moved_module_aliases
+from sharp_rt._version import __version__
 from sharp_rt.core.errors import SharpError
 from sharp_rt.runtime.gaussians import Gaussians
-
-__version__ = "0.2.0"
 
 __all__ = ["Gaussians", "Predictor", "SharpError", "__version__"]
 

@@ -21,7 +21,7 @@ from typing import Annotated
 
 import typer
 
-from sharp_rt import __version__
+from sharp_rt._version import __version__
 from sharp_rt.cli.checkpoint import checkpoint_command, synthetic_command
 from sharp_rt.cli.export import export_command
 from sharp_rt.cli.info import info_command

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sharp_rt import __version__
+from sharp_rt._version import __version__
 from sharp_rt.core.errors import SharpError
 
 

@@ -73,7 +73,7 @@ def model_config(
     queue_delay_us: int,
 ) -> dict[str, Any]:
     """The model configuration (as :func:`to_pbtxt` input) of an exported artifact directory."""
-    from sharp_rt import __version__
+    from sharp_rt._version import __version__
 
     batched = max_batch_size > 0
     dims = tensor_dims(manifest.internal_resolution, manifest.num_gaussians, batched)
