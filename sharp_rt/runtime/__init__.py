@@ -1,10 +1,11 @@
-"""Torch-free runtime core: image I/O, preprocessing, unprojection and writers (numpy only).
+"""Torch-free runtime core: image I/O, preprocessing, unprojection, the ``Gaussians`` container, writers.
 
 Everything here imports with numpy, Pillow and plyfile alone; torch is never imported.
 """
 
 from __future__ import annotations
 
+from sharp_rt.runtime.gaussians import Gaussians
 from sharp_rt.runtime.image_io import IMAGE_EXTENSIONS, LoadedImage, is_image_path, load_image
 from sharp_rt.runtime.ply import PlyError, read_ply, write_ply
 from sharp_rt.runtime.preprocess import preprocess
@@ -13,6 +14,7 @@ from sharp_rt.runtime.unproject import apply_transform, unproject_gaussians, unp
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "Gaussians",
     "LoadedImage",
     "PlyError",
     "SplatError",
