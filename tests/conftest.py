@@ -63,3 +63,22 @@ def photo_folder(tmp_path):
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
     (folder / "notes.txt").write_text("not an image, and not picked up by the folder scan")
     return folder
+
+
+@pytest.fixture()
+def read_only_folder(tmp_path):
+    """An existing folder this process cannot write to (skips where permissions do not bind, e.g. root)."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        probe = folder / "probe"
+        try:
+            probe.write_bytes(b"")
+        except PermissionError:
+            yield folder
+        else:
+            probe.unlink()
+            pytest.skip("this process may write to read-only folders (root with CAP_DAC_OVERRIDE)")
+    finally:
+        folder.chmod(0o700)

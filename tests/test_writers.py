@@ -13,7 +13,13 @@ import plyfile
 import pytest
 
 from sharp_rt.core import atomic as atomic_module
-from sharp_rt.core.atomic import atomic_write, write_atomic
+from sharp_rt.core.atomic import (
+    TEMPORARY_PREFIX,
+    atomic_write,
+    check_writable,
+    temporary_name,
+    write_atomic,
+)
 from sharp_rt.core.errors import OutputError
 from sharp_rt.runtime import PlyError, SplatError, read_ply, read_splat, write_ply, write_splat
 from sharp_rt.runtime.color import linear_to_srgb, srgb_to_linear
@@ -45,7 +51,7 @@ def split_ply(data: bytes) -> tuple[bytes, bytes]:
 
 
 def leftovers(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith((TEMPORARY_PREFIX, ".")))
 
 
 # --------------------------------------------------------------------------- PLY vs ml-sharp
@@ -211,17 +217,46 @@ def test_write_atomic_and_permissions(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
 
 
-def test_permission_denied(tmp_path):
-    if os.geteuid() == 0:
-        pytest.skip("root ignores directory permissions")
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o500)
-    try:
-        with pytest.raises(OutputError, match="permission denied"):
-            write_atomic(locked / "a.bin", b"x")
-    finally:
-        locked.chmod(0o700)
+def test_permission_denied(read_only_folder):
+    with pytest.raises(OutputError, match="permission denied"):
+        write_atomic(read_only_folder / "a.bin", b"x")
+
+
+LONGEST_NAMES = ["a" * 245 + ".ply", "a" * 251 + ".ply", "é" * 124 + "ab.ply", "漢" * 83 + ".ply"]
+
+
+@pytest.mark.parametrize("name", LONGEST_NAMES)
+def test_the_longest_legal_names_can_be_written(tmp_path, golden_metric, name):
+    """The temporary file's name does not grow with the output's: 249 to 255-byte names work."""
+    assert 249 <= len(os.fsencode(name)) <= 255
+    small = Gaussians(*(getattr(golden_metric, a)[:10] for a in ATTRS), f_px=500.0, image_size=(600, 400))
+    assert write_ply(small, tmp_path / name).stat().st_size > 0
+    assert write_splat(small, tmp_path / (name[:-4] + ".spl")).stat().st_size == 320
+    assert leftovers(tmp_path) == []
+
+
+def test_temporary_names_are_short_and_fresh(tmp_path):
+    names = {temporary_name(tmp_path).name for _ in range(100)}
+    assert len(names) == 100
+    assert all(name.startswith(TEMPORARY_PREFIX) and len(name) == 30 for name in names)
+
+
+def test_check_writable(tmp_path):
+    check_writable(tmp_path / "new" / "folder")  # created
+    assert (tmp_path / "new" / "folder").is_dir() and leftovers(tmp_path / "new" / "folder") == []
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OutputError, match="it is a file"):
+        check_writable(blocker)
+    with pytest.raises(OutputError, match="output folder"):
+        check_writable(blocker / "below")
+    assert blocker.read_text() == "x"
+
+
+def test_read_only_folder_is_refused_by_check_writable(read_only_folder):
+    with pytest.raises(OutputError, match="permission denied"):
+        check_writable(read_only_folder)
+    assert list(read_only_folder.iterdir()) == []
 
 
 def test_writers_reject_ndc(tmp_path, golden_metric):

@@ -4,6 +4,12 @@ The data goes to a temporary file in the destination's directory, is flushed and
 fsync'ed, then renamed over the destination (``os.replace``, atomic on POSIX and
 Windows).  On any error the temporary file is removed and the destination is
 untouched.  OS errors become :class:`~sharp_rt.core.errors.OutputError` with a hint.
+
+Temporary names do not derive from the destination's name: they are
+``.sharp-rt-<16 hex digits>.tmp`` (30 ASCII bytes, :func:`temporary_name`), so any
+name the file system accepts for the destination (up to its NAME_MAX, e.g. 255
+bytes, in any encoding) also works for the write, and leftovers of a killed
+process are recognisable by their prefix.
 """
 
 from __future__ import annotations
@@ -20,24 +26,64 @@ from typing import BinaryIO
 
 from sharp_rt.core.errors import OutputError
 
+TEMPORARY_PREFIX = ".sharp-rt-"
 _NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}
 
 
-def output_error(path: Path, exc: OSError) -> OutputError:
-    """Turn an OS error while writing ``path`` into an OutputError with a hint that fits the cause."""
+def _cause(exc: OSError) -> tuple[str, str | None]:
+    """The reason an OS error gives, worded for a user, and a hint that fits it (or None)."""
     reason = exc.strerror or str(exc)
     if exc.errno in _NO_SPACE:
-        return OutputError(
-            f"Cannot write {path}: no space left on the device ({reason}).",
-            hint="Free some disk space, or write the output to another disk.",
-        )
+        return f"no space left on the device ({reason})", "Free some disk space, or write to another disk."
     if exc.errno in _DENIED:
-        return OutputError(
-            f"Cannot write {path}: permission denied ({reason}).",
-            hint="Choose an output directory you can write to.",
-        )
-    return OutputError(f"Cannot write {path}: {reason}.")
+        return f"permission denied ({reason})", "Choose a folder you can write to."
+    return reason, None
+
+
+def output_error(path: Path, exc: OSError) -> OutputError:
+    """Turn an OS error while writing ``path`` into an OutputError with a hint that fits the cause."""
+    reason, hint = _cause(exc)
+    return OutputError(f"Cannot write {path}: {reason}.", hint=hint)
+
+
+def temporary_name(directory: Path, suffix: str = ".tmp") -> Path:
+    """A fresh temporary path in ``directory``: ``.sharp-rt-<16 random hex digits><suffix>``.
+
+    Its length does not depend on any destination name (30 bytes with the default suffix).
+    """
+    return directory / f"{TEMPORARY_PREFIX}{secrets.token_hex(8)}{suffix}"
+
+
+def check_writable(directory: Path) -> None:
+    """Create ``directory`` if needed and prove that files can be created in it (one is made and removed).
+
+    Raises :class:`OutputError` (naming the folder and the cause) when it cannot be
+    created, is a file, or refuses new files (read-only, no permission, full).
+    """
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputError(
+            f"Cannot use {directory} as the output folder: it is a file.",
+            hint="Choose another output folder.",
+        ) from None
+    except OSError as exc:
+        raise _folder_error(directory, exc) from None
+    probe = temporary_name(directory)
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        probe.unlink()
+    except OSError as exc:
+        raise _folder_error(directory, exc) from None
+
+
+def _folder_error(directory: Path, exc: OSError) -> OutputError:
+    reason, hint = _cause(exc)
+    return OutputError(
+        f"Cannot write to the output folder {directory}: {reason}.",
+        hint=hint or "Choose another output folder (-o).",
+    )
 
 
 def check_destination(path: Path, overwrite: bool) -> None:
@@ -65,7 +111,7 @@ def atomic_write(path: str | Path, *, overwrite: bool = False) -> Iterator[Binar
     """
     path = Path(path)
     check_destination(path, overwrite)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    tmp = temporary_name(path.parent)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     except OSError as exc:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -114,7 +113,9 @@ class _VideoFile:
         import imageio.v2 as imageio
 
         self.path = path
-        self.tmp = path.parent / f".{path.stem}.{secrets.token_hex(4)}.tmp.mp4"
+        from sharp_rt.core.atomic import temporary_name
+
+        self.tmp = temporary_name(path.parent, ".tmp.mp4")  # ffmpeg picks the container by the suffix
         try:
             self.writer: Any = imageio.get_writer(
                 self.tmp,
