@@ -354,3 +354,240 @@ def test_loaded_image_properties():
     loaded = load_image(DATA / "coffee.png")
     assert (loaded.width, loaded.height) == (600, 400)
     assert loaded.metadata["size"] == (600, 400)
+
+
+# --------------------------------------------------------------------------- decoder by content
+
+
+def test_jpeg_named_heic_is_decoded_as_jpeg(tmp_path):
+    raw = pattern(48, 64)
+    as_jpg = save(tmp_path, "photo.jpg", raw, quality=95, exif=exif(f35=26))
+    as_heic = tmp_path / "photo.heic"
+    as_heic.write_bytes(as_jpg.read_bytes())
+    jpg, heic = load_image(as_jpg), load_image(as_heic)
+    assert heic.metadata["format"] == "JPEG"
+    np.testing.assert_array_equal(heic.image, jpg.image)
+    assert heic.f_px == jpg.f_px == pytest.approx(26 * math.hypot(64, 48) / DIAG_35MM)
+
+
+def test_heic_named_jpg_is_decoded_as_heic(tmp_path):
+    pillow_heif = pytest.importorskip("pillow_heif", reason="pillow-heif (the [heic] extra) is not installed")
+    raw = pattern(32, 64)
+    path = tmp_path / "photo.jpg"
+    pillow_heif.from_pillow(Image.fromarray(raw)).save(path, quality=100, format="HEIF")
+    loaded = load_image(path)
+    assert loaded.image.shape == raw.shape and np.abs(loaded.image.astype(int) - raw).mean() < 6
+
+
+def test_png_named_tif_and_avif_named_png(tmp_path):
+    raw = pattern()
+    path = tmp_path / "scan.tif"
+    Image.fromarray(raw).save(path, format="PNG")
+    np.testing.assert_array_equal(load_image(path).image, raw)
+    from PIL import features
+
+    if features.check("avif"):  # Pillow >= 11.3 wheels decode AVIF themselves
+        avif = tmp_path / "photo.png"
+        Image.fromarray(raw).save(avif, format="AVIF", quality=100)
+        assert load_image(avif).metadata["format"] == "AVIF"
+
+
+def test_appledouble_file_is_named_for_what_it_is(tmp_path):
+    path = tmp_path / "._IMG_0001.JPG"
+    path.write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + b"\x00" * 64)
+    err = assert_image_error(path, "appledouble", "not an image")
+    assert "._" in err.hint
+
+
+# --------------------------------------------------------------------------- ICC profiles
+
+
+def _s15(value: float) -> bytes:
+    return struct.pack(">i", round(value * 65536))
+
+
+def _xyz_tag(xyz) -> bytes:
+    return b"XYZ " + b"\0" * 4 + b"".join(_s15(v) for v in xyz)
+
+
+def _srgb_trc_tag() -> bytes:
+    """The sRGB transfer curve as an ICC parametric curve (type 3)."""
+    params = (2.4, 1 / 1.055, 0.055 / 1.055, 1 / 12.92, 0.04045)
+    return b"para" + b"\0" * 4 + struct.pack(">HH", 3, 0) + b"".join(_s15(p) for p in params)
+
+
+def _gamma_tag(gamma: float) -> bytes:
+    return b"curv" + b"\0" * 4 + struct.pack(">IH", 1, round(gamma * 256)) + b"\0\0"
+
+
+def _desc_tag(text: str) -> bytes:
+    ascii_text = text.encode("ascii") + b"\0"
+    body = b"desc" + b"\0" * 4 + struct.pack(">I", len(ascii_text)) + ascii_text
+    body += b"\0" * 8 + b"\0" * 3 + b"\0" * 67  # no Unicode, no ScriptCode description
+    return body + b"\0" * (-len(body) % 4)
+
+
+D50 = np.array([0.9642, 1.0, 0.8249])
+D65_XY = (0.3127, 0.3290)
+
+
+def rgb_to_xyz(primaries, white_xy=D65_XY) -> np.ndarray:
+    """RGB -> XYZ matrix [3, 3] of linear RGB with these xy primaries and white point."""
+
+    def xyz(x, y):
+        return np.array([x / y, 1.0, (1 - x - y) / y])
+
+    columns = np.stack([xyz(*p) for p in primaries], axis=1)
+    scale = np.linalg.solve(columns, xyz(*white_xy))
+    return columns * scale
+
+
+def icc_profile(primaries=None, trc: bytes = b"", gray: bool = False, name: str = "test profile") -> bytes:
+    """A minimal ICC v2 display profile: matrix/TRC (RGB) or a gray TRC, colorants adapted to D50."""
+    tags: list[tuple[bytes, bytes]] = [(b"desc", _desc_tag(name)), (b"wtpt", _xyz_tag(D50))]
+    if gray:
+        tags.append((b"kTRC", trc))
+    else:
+        bradford = np.array([[0.8951, 0.2664, -0.1614], [-0.7502, 1.7135, 0.0367], [0.0389, -0.0685, 1.0296]])
+        d65 = np.array([D65_XY[0] / D65_XY[1], 1.0, (1 - sum(D65_XY)) / D65_XY[1]])
+        cone = np.diag((bradford @ D50) / (bradford @ d65))  # Bradford adaptation D65 -> D50
+        to_d50 = np.linalg.inv(bradford) @ cone @ bradford @ rgb_to_xyz(primaries)
+        for index, channel in enumerate("rgb"):
+            tags.append((f"{channel}XYZ".encode(), _xyz_tag(to_d50[:, index])))
+            tags.append((f"{channel}TRC".encode(), trc))
+    offset = 128 + 4 + 12 * len(tags)
+    table, data = struct.pack(">I", len(tags)), b""
+    for signature, body in tags:
+        table += signature + struct.pack(">II", offset + len(data), len(body))
+        data += body + b"\0" * (-len(body) % 4)
+    size = offset + len(data)
+    header = struct.pack(">I", size) + b"\0" * 4 + bytes([2, 0x10, 0, 0]) + b"mntr"
+    header += (b"GRAY" if gray else b"RGB ") + b"XYZ " + b"\0" * 12 + b"acsp" + b"\0" * 24
+    header += b"\0" * 4 + b"".join(_s15(v) for v in D50)
+    header += b"\0" * (128 - len(header))
+    return header + table + data
+
+
+def srgb_decode(v: np.ndarray) -> np.ndarray:
+    return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
+
+
+def srgb_encode(v: np.ndarray) -> np.ndarray:
+    v = np.clip(v, 0.0, 1.0)
+    return np.where(v <= 0.0031308, v * 12.92, 1.055 * v ** (1 / 2.4) - 0.055)
+
+
+SRGB_PRIMARIES = [(0.64, 0.33), (0.30, 0.60), (0.15, 0.06)]
+P3_PRIMARIES = [(0.680, 0.320), (0.265, 0.690), (0.150, 0.060)]
+ADOBE_PRIMARIES = [(0.64, 0.33), (0.21, 0.71), (0.15, 0.06)]
+COLOURFUL = np.array(  # [2, 4, 3]: saturated and muted colours, gray and white
+    [[[200, 60, 40], [40, 180, 70], [50, 70, 200], [128, 128, 128]],
+     [[255, 255, 255], [230, 200, 40], [90, 40, 120], [20, 20, 20]]], dtype=np.uint8
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("primaries", "decode", "trc", "name"),
+    [
+        (P3_PRIMARIES, srgb_decode, _srgb_trc_tag(), "Display P3 (test)"),
+        (ADOBE_PRIMARIES, lambda v: v ** (563 / 256), _gamma_tag(563 / 256), "Adobe RGB (1998) (test)"),
+    ],
+)
+@pytest.mark.parametrize("fmt", ["png", "jpeg"])
+def test_embedded_profile_is_converted_to_srgb(tmp_path, primaries, decode, trc, name, fmt):
+    path = tmp_path / f"wide.{fmt}"
+    profile = icc_profile(primaries, trc, name=name)
+    blocks = np.kron(COLOURFUL, np.ones((8, 8, 1), np.uint8))  # 8x8 blocks: JPEG keeps each colour
+    Image.fromarray(blocks).save(path, format=fmt.upper(), icc_profile=profile, quality=100, subsampling=0)
+    as_stored = load_image(path, convert_icc=False)  # the numbers in the file, as ml-sharp reads them
+    loaded = load_image(path)
+    assert loaded.metadata["icc_profile"] == name and loaded.metadata["icc_converted"]
+    to_srgb = np.linalg.inv(rgb_to_xyz(SRGB_PRIMARIES)) @ rgb_to_xyz(primaries)  # linear RGB -> linear sRGB
+    linear = decode(as_stored.image / 255.0) @ to_srgb.T
+    expected = np.round(srgb_encode(linear) * 255)
+    assert np.abs(loaded.image - expected).max() <= 2  # LittleCMS's 8-bit transform: within 1-2 levels
+    assert np.abs(as_stored.image.astype(int) - loaded.image).max() >= 15  # the conversion did something
+    assert loaded.image[12, 4].min() >= 253  # white stays white
+
+
+def test_srgb_profile_keeps_the_exact_values(tmp_path):
+    from PIL import ImageCms
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    ours = icc_profile(SRGB_PRIMARIES, _srgb_trc_tag(), name="sRGB (test)")
+    for index, profile in enumerate((srgb, ours)):
+        path = save(tmp_path, f"srgb{index}.png", pattern(), icc_profile=profile)
+        loaded = load_image(path)
+        np.testing.assert_array_equal(loaded.image, pattern())
+        assert not loaded.metadata["icc_converted"]
+
+
+def test_gray_profile_and_broken_profile(tmp_path):
+    ramp = np.tile(np.arange(256, dtype=np.uint8), (4, 1))
+    gray_gamma = icc_profile(trc=_gamma_tag(1.8), gray=True, name="Gray Gamma 1.8 (test)")
+    path = save(tmp_path, "gray.png", Image.fromarray(ramp, "L"), icc_profile=gray_gamma)
+    loaded = load_image(path)
+    expected = np.round(srgb_encode((ramp / 255.0) ** (461 / 256)) * 255)  # u8Fixed8 gamma 1.8 -> sRGB
+    assert np.abs(loaded.image[:, :, 1] - expected).max() <= 2 and loaded.metadata["icc_converted"]
+    assert np.abs(loaded.image[:, :, 1].astype(int) - ramp).max() >= 10
+    broken = save(tmp_path, "broken.png", pattern(), icc_profile=b"\0" * 200)
+    loaded = load_image(broken)
+    np.testing.assert_array_equal(loaded.image, pattern())
+    assert "ignored" in loaded.metadata["icc_profile"]
+
+
+# --------------------------------------------------------------------------- focal length: sensor size
+
+
+def sensor_exif(focal, x_res, y_res=None, unit=None, pixels=None) -> Image.Exif:
+    ex = exif(focal=focal)
+    ifd = ex.get_ifd(0x8769)
+    ifd[0xA20E] = x_res
+    if y_res is not None:
+        ifd[0xA20F] = y_res
+    if unit is not None:
+        ifd[0xA210] = unit
+    if pixels is not None:
+        ifd[0xA002], ifd[0xA003] = pixels
+    return ex
+
+
+CANON_APSC = (22.3, 14.9)  # mm; 0.878 x 0.5866 inches
+MFT = (17.3, 13.0)
+
+
+@pytest.mark.parametrize(
+    ("tags", "sensor"),
+    [
+        # Canon APS-C, 6000x4000 sensor pixels, resolution per inch (the EXIF default unit)
+        ({"focal": 50.0, "x_res": 6000 / 0.878, "y_res": 4000 / 0.5866, "pixels": (6000, 4000)}, CANON_APSC),
+        ({"focal": 50.0, "x_res": 6000 / 0.878, "y_res": 4000 / 0.5866, "unit": 2, "pixels": (6000, 4000)},
+         CANON_APSC),
+        # Micro Four Thirds, 12 mm (>= 10 mm: ml-sharp would take it as 35 mm-equivalent), per cm and per mm
+        ({"focal": 12.0, "x_res": 5184 / 1.73, "unit": 3, "pixels": (5184, 3888)}, MFT),
+        ({"focal": 12.0, "x_res": 5184 / 17.3, "y_res": 3888 / 13.0, "unit": 4, "pixels": (5184, 3888)}, MFT),
+    ],
+)  # fmt: skip
+def test_focal_length_from_the_sensor_size(tmp_path, tags, sensor):
+    path = save(tmp_path, "s.jpg", pattern(40, 60), exif=sensor_exif(**tags))  # a small copy, EXIF kept
+    loaded = load_image(path)
+    f35 = tags["focal"] * DIAG_35MM / math.hypot(*sensor)
+    assert loaded.metadata["focal_length_mm"] == pytest.approx(f35, rel=1e-3)
+    assert loaded.metadata["focal_length_source"].startswith("exif:FocalLength+FocalPlaneResolution")
+    assert loaded.f_px == pytest.approx(f35 * math.hypot(60, 40) / DIAG_35MM, rel=1e-3)
+    parity = load_image(path, focal_rule="ml-sharp")  # ml-sharp's rule ignores the sensor size
+    ml_sharp_mm = tags["focal"] * (8.4 if tags["focal"] < 10 else 1.0)
+    assert parity.metadata["focal_length_mm"] == pytest.approx(ml_sharp_mm)
+
+
+def test_sensor_rule_falls_back_when_the_tags_are_unusable(tmp_path):
+    # No PixelXDimension: the stored 60 px width over 6834 px/inch is a 0.2 mm "sensor": implausible.
+    tiny = save(tmp_path, "t.jpg", pattern(40, 60), exif=sensor_exif(50.0, 6000 / (22.3 / 25.4)))
+    assert load_image(tiny).metadata["focal_length_source"] == "exif:FocalLength"
+    no_unit_tags = sensor_exif(4.2, 100.0, unit=1, pixels=(4000, 3000))  # 1: "no absolute unit"
+    no_unit = save(tmp_path, "n.jpg", pattern(40, 60), exif=no_unit_tags)
+    assert load_image(no_unit).metadata["focal_length_source"] == "exif:FocalLength*8.4 (small sensor)"
+    with_35mm = exif(f35=40, focal=50.0)
+    with_35mm.get_ifd(0x8769)[0xA20E] = 6834.0
+    path = save(tmp_path, "f.jpg", pattern(40, 60), exif=with_35mm)
+    assert load_image(path).metadata["focal_length_source"] == "exif:FocalLengthIn35mmFilm"  # the tag wins
