@@ -241,6 +241,27 @@ def test_temporary_names_are_short_and_fresh(tmp_path):
     assert all(name.startswith(TEMPORARY_PREFIX) and len(name) == 30 for name in names)
 
 
+def test_opacity_0_or_1_and_zero_scale_stay_finite_in_the_ply(tmp_path):
+    """logit(0), logit(1) and log(0) are clamped to +-FLT_MAX: viewers map them back to 0, 1, 0."""
+    edge = Gaussians(
+        mean_vectors=np.array([[0.0, 0.0, 1.0], [0.1, 0.0, 2.0]], np.float32),
+        singular_values=np.array([[0.0, 0.01, 0.01], [0.02, 0.02, 0.0]], np.float32),
+        quaternions=np.array([[1.0, 0, 0, 0], [1.0, 0, 0, 0]], np.float32),
+        colors=np.full((2, 3), 0.5, np.float32),
+        opacities=np.array([0.0, 1.0], np.float32),
+        f_px=100.0,
+        image_size=(4, 3),
+    )
+    path = write_ply(edge, tmp_path / "edge.ply")
+    vertex = plyfile.PlyData.read(str(path))["vertex"].data
+    big = np.finfo(np.float32).max
+    assert all(np.isfinite(vertex[name]).all() for name in vertex.dtype.names)
+    assert list(vertex["opacity"]) == [-big, big]
+    assert vertex["scale_0"][0] == -big and vertex["scale_2"][1] == -big
+    back = read_ply(path)
+    assert list(back.opacities) == [0.0, 1.0] and back.singular_values[0, 0] == 0.0
+
+
 def test_check_writable(tmp_path):
     check_writable(tmp_path / "new" / "folder")  # created
     assert (tmp_path / "new" / "folder").is_dir() and leftovers(tmp_path / "new" / "folder") == []

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <sstream>
 #include <stdexcept>
@@ -242,6 +243,19 @@ void test_camera_and_writers() {
     std::ostringstream odd_splat;
     sharp_rt::write_splat(odd, odd_splat);
     check(odd_splat.str().size() == 64, "write_splat: NaN input");
+
+    // Opacity exactly 0 or 1 and a zero scale: logit / log clamped to the largest finite float.
+    sharp_rt::Gaussians edge = g;
+    edge.opacities = {0.0f, 1.0f};
+    edge.singular_values[0] = 0.0f;
+    std::ostringstream edge_ply;
+    sharp_rt::write_ply(edge, edge_ply, sharp_rt::PlyLayout::Plain);
+    float vertex[2][14];
+    const std::string edge_bytes = edge_ply.str();
+    std::memcpy(vertex, edge_bytes.data() + sharp_rt::ply_header(2, sharp_rt::PlyLayout::Plain).size(), sizeof vertex);
+    const float kMax = std::numeric_limits<float>::max();
+    check(vertex[0][6] == -kMax && vertex[1][6] == kMax && vertex[0][7] == -kMax,
+          "write_ply: logit(0), logit(1), log(0) clamped to finite floats");
 
     sharp_rt::Gaussians bad = g;
     bad.colors.pop_back();

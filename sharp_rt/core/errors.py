@@ -39,3 +39,7 @@ class EngineError(SharpError):
 
 class RenderError(SharpError):
     """A rendering backend or device is unavailable, or a scene cannot be rendered."""
+
+
+class NonFiniteError(SharpError):
+    """Gaussians (an engine's outputs, or a file's) hold NaN or infinite values."""

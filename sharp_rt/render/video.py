@@ -190,16 +190,19 @@ def render_video(
 
     ``progress(done, total)`` is called after every frame and ``log(message)`` for
     notices (backend, device, gsplat compilation).  Returns the written paths (colour
-    video first).  Raises :class:`~sharp_rt.core.errors.SharpError` subclasses for user errors.
+    video first).  Raises :class:`~sharp_rt.core.errors.SharpError` subclasses for user errors,
+    :class:`~sharp_rt.core.errors.NonFiniteError` for NaN / inf values (as ``predict`` does).
     """
     from sharp_rt.core.atomic import check_destination
     from sharp_rt.render.camera import parse_resolution, trajectory
     from sharp_rt.render.rasterize_gsplat import jit_notice
     from sharp_rt.render.renderer import Renderer
+    from sharp_rt.runtime.gaussians import check_finite
     from sharp_rt.runtime.memory import raise_malloc_thresholds
 
     options = options or RenderOptions()
     out_path = Path(out_path)
+    check_finite(gaussians, "The Gaussians")  # as predict checks engine outputs: count, cause, "try fp32"
     targets = [out_path, depth_video_path(out_path)] if options.depth_video else [out_path]
     for target in targets:
         check_destination(target, options.overwrite)

@@ -18,10 +18,12 @@ so this module imports neither.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Literal
 
 import numpy as np
 
+from sharp_rt.core.errors import NonFiniteError
 from sharp_rt.runtime.linalg import covariances_from_quaternions
 
 ColorSpace = Literal["linearRGB", "sRGB"]
@@ -62,3 +64,51 @@ class Gaussians:
     def covariances(self) -> np.ndarray:
         """Covariance matrices ``R(q) diag(s^2) R(q)^T``, float64 [N, 3, 3]."""
         return covariances_from_quaternions(self.quaternions, self.singular_values)
+
+
+ARRAY_NAMES = ("mean_vectors", "singular_values", "quaternions", "colors", "opacities")
+TRY_FP32 = (
+    "try fp32: an fp32 engine (`sharp-rt export --precision fp32`, then --engine) "
+    "or `--backend torch --precision fp32`"
+)
+
+
+def nonfinite_counts(arrays: Mapping[str, np.ndarray]) -> dict[str, int]:
+    """How many NaN / +-inf values each array holds (only arrays with any, in the mapping's order)."""
+    counts = {
+        name: int(np.size(value) - np.count_nonzero(np.isfinite(value)))
+        for name, value in arrays.items()
+    }
+    return {name: count for name, count in counts.items() if count}
+
+
+def check_finite(
+    arrays: Mapping[str, np.ndarray] | Gaussians, what: str, precision: str | None = None
+) -> None:
+    """Raise :class:`NonFiniteError` if any value is NaN or infinite, with the count and the likely cause.
+
+    arrays: named arrays (an engine's outputs) or a :class:`Gaussians`.
+    what: what holds them, as the message's subject (e.g. "The engine's outputs").
+    precision: the precision that computed them, when known ("fp16", "bf16", "fp32"); the
+    message names reduced precision as the likely cause and gives the hint "try fp32"
+    unless it was fp32.  ``predict`` (engine outputs) and ``render`` (Gaussians read from
+    a file) both use this check, so the two report such values alike.
+    """
+    if isinstance(arrays, Gaussians):
+        arrays = {name: getattr(arrays, name) for name in ARRAY_NAMES}
+    counts = nonfinite_counts(arrays)
+    if not counts:
+        return
+    total = sum(counts.values())
+    where = ", ".join(f"{name} {count:,}" for name, count in counts.items())
+    message = f"{what} hold {total:,} NaN/inf values ({where})"
+    if precision == "fp32":
+        raise NonFiniteError(
+            f"{message}; the engine is fp32, so not a precision overflow: its weights or build are broken.",
+            hint="check the engine: `sharp-rt export` validates a new one against the reference",
+        )
+    cause = f"{precision} " if precision else "reduced-precision (fp16) "
+    raise NonFiniteError(
+        f"{message}. Likely cause: numeric overflow of a {cause}engine (fp16 overflows above 65,504).",
+        hint=TRY_FP32,
+    )

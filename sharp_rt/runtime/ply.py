@@ -12,7 +12,10 @@ Layout (binary little endian; every ``property`` on its own header line)::
     element version 3      uchar   1, 5, 0
 
 Vertex values: linear colours -> sRGB -> ``(c - 0.5) / SH_C0``; ``logit(opacity)``;
-``log(scale)``; the quaternion ``(w, x, y, z)``.  ``layout="plain"`` writes the vertex
+``log(scale)``; the quaternion ``(w, x, y, z)``.  An opacity of exactly 0 or 1 or a
+zero scale would give an infinite logit / log: those are clamped to the largest
+finite float32 (+-3.4e38), which viewers' ``sigmoid`` / ``exp`` map back to exactly
+0, 1 and 0.  ``layout="plain"`` writes the vertex
 element only (for viewers that reject extra elements).  The header is built here
 and the vertex rows are computed chunk by chunk into one reused float32 buffer and
 written straight from it: no per-row Python, no file-sized temporary.
@@ -43,6 +46,7 @@ FORMAT_VERSION = (1, 5, 0)  # ml-sharp's "version" element
 DEFAULT_F_PX = 512.0
 DEFAULT_IMAGE_SIZE = (640, 480)
 ROWS_PER_CHUNK = 65536
+FLOAT32_MAX = np.finfo(np.float32).max
 
 
 class PlyError(SharpError):
@@ -159,6 +163,7 @@ def _fill_rows(g: Gaussians, start: int, stop: int, columns: np.ndarray, rows: n
     scales = columns[7:10]
     np.copyto(scales, g.singular_values[start:stop].T)
     np.log(scales, out=scales)
+    np.clip(columns[6:10], -FLOAT32_MAX, FLOAT32_MAX, out=columns[6:10])  # logit(0 or 1), log(0)
     np.copyto(columns[10:14], g.quaternions[start:stop].T)
     np.copyto(rows, columns.T)
 

@@ -5,6 +5,7 @@
 // image_size (2 uint, [W, H]), frame (2 int, [1, N]), disparity (2 float, 10%/90% quantiles of 1/z
 // as torch.quantile), color_space (1 uchar, 0 = sRGB), version (3 uchar, 1 5 0).
 // Vertex values: linear colour -> sRGB -> (c - 0.5) / SH_C0; logit(opacity); log(scale); quaternion.
+// logit(0), logit(1) and log(0) are clamped to the largest finite float (+-3.4e38), as in Python.
 #pragma once
 
 #include <algorithm>
@@ -13,6 +14,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <ostream>
 #include <stdexcept>
 #include <string>
@@ -90,6 +92,11 @@ inline void put_float(std::string& buf, float v) {
     std::memcpy(&bits, &v, 4);
     put_le32(buf, bits);
 }
+/// +-inf -> +-FLT_MAX; NaN and finite values unchanged (std::clamp would need a NaN-free input).
+inline float clamp_finite(float v) {
+    constexpr float kMax = std::numeric_limits<float>::max();
+    return v > kMax ? kMax : (v < -kMax ? -kMax : v);
+}
 }  // namespace detail
 
 /// Write metric Gaussians as a 3DGS .ply to a binary stream (same layout as the Python writer).
@@ -109,8 +116,8 @@ inline void write_ply(const Gaussians& g, std::ostream& os, PlyLayout layout = P
             for (int k = 0; k < 3; ++k) row[k] = g.mean_vectors[3 * i + k];
             for (int k = 0; k < 3; ++k) row[3 + k] = rgb_to_sh(linear_to_srgb(g.colors[3 * i + k]));
             const float o = g.opacities[i];
-            row[6] = std::log(o / (1.0f - o));
-            for (int k = 0; k < 3; ++k) row[7 + k] = std::log(g.singular_values[3 * i + k]);
+            row[6] = detail::clamp_finite(std::log(o / (1.0f - o)));
+            for (int k = 0; k < 3; ++k) row[7 + k] = detail::clamp_finite(std::log(g.singular_values[3 * i + k]));
             for (int k = 0; k < 4; ++k) row[10 + k] = g.quaternions[4 * i + k];
         }
         os.write(reinterpret_cast<const char*>(rows.data()), static_cast<std::streamsize>((stop - start) * 14 * 4));
