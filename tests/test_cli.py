@@ -101,7 +101,8 @@ def test_output_folder_that_is_a_file_is_a_clear_error(tmp_path, tiny_checkpoint
     args = ["predict", str(DATA / "coffee.png"), "-o", str(blocker), "-c", str(tiny_checkpoint)]
     result = runner.invoke(app, args)
     assert result.exit_code == 2
-    assert "Cannot create the output folder" in result.output
+    assert "Cannot use" in result.output and "it is a file" in result.output
+    assert "Engine:" not in result.output  # refused before the engine loads
     assert blocker.read_text() == "a file, not a folder"
 
 

@@ -1,22 +1,76 @@
-"""The terminal side of every command: one stderr console, and user errors as one hinted line.
+"""The terminal side of every command: where output goes, and the one way user text is printed.
 
-User-supplied text (paths, messages that quote them, library messages) can contain
-square brackets that rich would read as markup; :func:`show` and :func:`user_errors`
-escape it, so commands print through them rather than formatting markup themselves.
+Paths, file names and library messages can hold square brackets (``IMG_0001
+[edited].png``) or ``:name:`` codes that rich would read as markup or emoji: the
+text would lose words, or the command would crash with a ``MarkupError``.  So
+every command prints through this module, and user text is escaped here, once:
+
+- :func:`show` prints our own markup template with ``{}`` fields; every field
+  value is user text and is printed as it is;
+- :func:`plain` makes a table cell or title that rich does not interpret;
+- :func:`progress_bar` shows task descriptions (file names) as they are;
+- :func:`user_errors` prints a :class:`SharpError` as one escaped line plus its hint;
+- :func:`live_stage` shows a long step as a live status line with its elapsed time;
+- :func:`library_noise` keeps third-party log records and warnings off the terminal.
+
+The consoles have emoji codes and highlighting off.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import time
+import warnings
 from collections.abc import Iterator
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.text import Text
 
 from sharp_rt.core.errors import SharpError
 
-console = Console(stderr=True)
+console = Console(stderr=True, emoji=False, highlight=False)  # messages, progress, errors
+results = Console(emoji=False, highlight=False)  # what a command reports on stdout (tables)
+
+
+def show(template: str, *values: object, out: Console | None = None, **options: object) -> None:
+    """Print ``template`` (our rich markup with ``{}`` fields) with ``values`` filled in as plain text.
+
+    template: trusted markup written in the code, e.g. ``"[yellow]skipped[/] {}: {}"``.
+    values: user-supplied text (paths, names, messages); escaped, so brackets and
+    backslashes print as they are.  Numbers stay numbers, for format specs like ``{:.1f}``.
+    ``out``: the console (default: stderr).  ``options`` go to ``Console.print``; lines
+    are not wrapped (``soft_wrap``) unless asked.
+    """
+    fields = [value if isinstance(value, int | float) else escape(str(value)) for value in values]
+    options.setdefault("soft_wrap", True)
+    (out or console).print(template.format(*fields), **options)
+
+
+def plain(value: object, style: str = "") -> Text:
+    """User text as a rich :class:`~rich.text.Text` (a table cell or title): never read as markup."""
+    return Text(str(value), style=style)
+
+
+def progress_bar() -> Progress:
+    """The progress display of long commands: description (plain text), bar, done/total, elapsed."""
+    return Progress(
+        TextColumn("{task.description}", markup=False),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
 
 
 @contextlib.contextmanager
@@ -25,7 +79,53 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except SharpError as error:
-        console.print(f"[bold red]error:[/] {escape(error.message)}", highlight=False)
+        show("[bold red]error:[/] {}", error.message)
         if error.hint:
-            console.print(f"  [dim]hint:[/] {escape(error.hint)}", highlight=False)
+            show("  [dim]hint:[/] {}", error.hint)
         raise typer.Exit(2) from None
+
+
+@contextlib.contextmanager
+def live_stage(name: str) -> Iterator[None]:
+    """Show ``name`` with a spinner and its elapsed time while the block runs; then one line with its time.
+
+    In a terminal the status line updates live and disappears at the end; in a file only
+    the final line appears.  Nothing is printed for a step that raises.
+    """
+    started = time.perf_counter()
+    if console.is_terminal:
+        status = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}", markup=False),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        with status:
+            status.add_task(name, total=None)
+            yield
+    else:
+        yield
+    show("  {} ({:.1f} s)", name, time.perf_counter() - started)
+
+
+@contextlib.contextmanager
+def library_noise(verbose: bool) -> Iterator[None]:
+    """Unless ``verbose``: log records and warnings of the libraries below stay off the terminal.
+
+    torch's ONNX exporter, for one, logs "torchvision is not installed. Skipping
+    torchvision::nms" four times through its own handlers.  Logging at WARNING and
+    below is switched off for the block (``logging.disable``), and Python warnings are
+    ignored; sharp-rt's own messages do not go through ``logging``.  Errors still show.
+    """
+    if verbose:
+        yield
+        return
+    previous = logging.root.manager.disable
+    logging.disable(max(previous, logging.WARNING))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(previous)

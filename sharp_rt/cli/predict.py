@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from sharp_rt.core.errors import OutputError, SharpError
+from sharp_rt.core.errors import SharpError
 from sharp_rt.predict.outputs import ImageResult, OutputFormat
 
 DEFAULT_ENGINE_DIRS = (Path("engines/sharp-fp16"), Path("engines/sharp-fp32"))
@@ -35,6 +34,13 @@ class Backend(str, Enum):
     tensorrt = "tensorrt"
     onnxruntime = "onnxruntime"
     torch = "torch"
+
+
+class FocalRuleChoice(str, Enum):
+    """How EXIF gives the focal length (sharp_rt.runtime.image_io)."""
+
+    sensor = "sensor"
+    ml_sharp = "ml-sharp"
 
 
 def collect_images(inputs: list[str]) -> list[Path]:
@@ -108,56 +114,77 @@ def predict_here(predictor, todo: list[tuple[Path, Path]], fmt: OutputFormat, ov
                 started = time.perf_counter()
                 render_video(result.gaussians, target.with_suffix(".mp4"), video)
                 result.seconds["render"] = time.perf_counter() - started
-        except SharpError as error:
-            yield ImageResult(result.source, target, str(error), 0, {})
+        except Exception as error:  # one image's write or video must not stop the others
+            from sharp_rt.predict.predictor import as_image_error
+
+            yield ImageResult(result.source, target, str(as_image_error(error, "writing the output")), 0, {})
         else:
             yield ImageResult(result.source, target, None, len(result.gaussians), result.seconds)
 
 
+def summary_table(written: int, done: int, failed: int, gaussians: int, wall: float, totals) -> Table:
+    """The end-of-run summary as label/value rows: readable at any width, in a terminal or a file."""
+    table = Table(title="sharp-rt predict", show_header=False)
+    table.add_column("", no_wrap=True)
+    table.add_column("", justify="right", no_wrap=True)
+    rows = [
+        ("written", str(written)),
+        ("already done", str(done)),
+        ("failed", str(failed)),
+        ("Gaussians written", f"{gaussians:,}"),
+        ("images/s", f"{written / wall:.2f}" if wall > 0 and written else "-"),
+    ]
+    rows += [(f"mean {stage} (s)", f"{seconds / written:.3f}") for stage, seconds in totals.items()]
+    for label, value in rows:
+        table.add_row(label, value)
+    return table
+
+
 def show_progress(results: Iterator[ImageResult], total: int, done: int, failures: list[tuple[Path, str]]):
     """Consume results with a progress bar and one line per image; print the summary table."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from sharp_rt.cli.console import console
+    from sharp_rt.cli.console import console, progress_bar, show
 
     totals: dict[str, float] = {}
     written = gaussians_total = 0
     started = time.perf_counter()
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console) as progress:
+    with progress_bar() as progress:
         task = progress.add_task("Predicting", total=total)
         for result in results:
             if result.error is not None:
                 failures.append((result.source, result.error))
-                progress.console.print(
-                    f"[yellow]skipped[/] {escape(str(result.source))}: {escape(result.error)}",
-                    highlight=False,
-                    soft_wrap=True,
-                )
+                show("[yellow]skipped[/] {}: {}", result.source, result.error)
             else:
                 for stage, seconds in result.seconds.items():
                     totals[stage] = totals.get(stage, 0.0) + seconds
                 written += 1
                 gaussians_total += result.num_gaussians
-                progress.console.print(
-                    f"{result.source.name} -> {result.target}  ({sum(result.seconds.values()):.2f} s)",
-                    highlight=False,
-                )
+                seconds = f"{sum(result.seconds.values()):.2f}"
+                show("{} -> {}  ({} s)", result.source.name, result.target, seconds)
             progress.advance(task)
     wall = time.perf_counter() - started
-    table = Table(title="sharp-rt predict")
-    stages = [f"mean {stage} (s)" for stage in totals]
-    for column in ("written", "already done", "failed", "Gaussians", "images/s", *stages):
-        table.add_column(column)
-    table.add_row(
-        str(written),
-        str(done),
-        str(len(failures)),
-        f"{gaussians_total:,}",
-        f"{written / wall:.2f}" if wall > 0 else "-",
-        *(f"{t / written:.3f}" for t in totals.values()),
-    )
-    console.print(table)
+    console.print(summary_table(written, done, len(failures), gaussians_total, wall, totals))
+
+
+def report_plan(plan, total: int, out_dir: Path) -> None:
+    """Say which images are skipped as done, and which outputs are named by the clash rule."""
+    from sharp_rt.cli.console import show
+
+    if plan.done:
+        show(
+            "{} of {} images already have complete outputs in {}/: skipped (--overwrite redoes them)",
+            len(plan.done),
+            total,
+            out_dir,
+        )
+    if plan.renamed:
+        image, target = plan.renamed[0]
+        show(
+            "{} images share their output name with another input, or have very long names: their "
+            "outputs keep the extension or get a short hash, e.g. {} -> {} (README: Output names)",
+            len(plan.renamed),
+            image,
+            target.name,
+        )
 
 
 def predict_command(
@@ -230,23 +257,43 @@ def predict_command(
         ),
     ] = None,
     server_model: Annotated[str, typer.Option(help="--server: the model's name on the server.")] = "sharp",
+    focal_rule: Annotated[
+        FocalRuleChoice,
+        typer.Option(
+            "--focal-rule",
+            help="Focal length from EXIF: sensor (35 mm tag, else FocalLength with the sensor size, "
+            "else ml-sharp's guesses; README: Conventions) or ml-sharp (its rule, for parity runs).",
+        ),
+    ] = FocalRuleChoice.sensor,
 ) -> None:
     """Turn photos into 3D Gaussian splats: OUT_DIR/<image stem>.ply (or .splat); reruns skip done ones."""
-    from sharp_rt.cli.console import console, user_errors
+    from sharp_rt.cli.console import show, user_errors
+    from sharp_rt.core.atomic import check_writable
     from sharp_rt.predict.outputs import plan_outputs
+    from sharp_rt.predict.predictor import Predictor
 
     with user_errors():
         local_engine = engine is not None or checkpoint is not None or backend is not Backend.auto
         check_run_mode(ray, server, render, local_engine)
         images = collect_images(inputs)
-        plan = plan_outputs(images, out_dir, fmt, keep_tree=keep_tree, overwrite=overwrite)
+        spec = predictor = None
+        started = time.perf_counter()
+        if server is not None:
+            from sharp_rt.scaleout.triton_client import TritonEngine
+
+            remote = TritonEngine(server, model_name=server_model)  # connects; the network runs there
+            predictor = Predictor(remote, focal_rule=focal_rule.value)
+            num_gaussians = remote.info.num_gaussians
+        else:
+            spec = engine_spec(engine, backend, checkpoint, device, precision, threads)
+            num_gaussians = spec.num_gaussians()
+        plan = plan_outputs(
+            images, out_dir, fmt, keep_tree=keep_tree, overwrite=overwrite, num_gaussians=num_gaussians
+        )
+        report_plan(plan, len(images), out_dir)
         failures = list(plan.blocked)
-        if plan.done:
-            console.print(
-                f"{len(plan.done)} of {len(images)} images already have complete outputs in {out_dir}/: "
-                "skipped (--overwrite redoes them)",
-                highlight=False,
-            )
+        if plan.todo:
+            check_writable(out_dir)  # before the engine loads: not after every image has run
         video = None
         if render:
             from sharp_rt.render.video import RenderOptions
@@ -254,33 +301,26 @@ def predict_command(
             video = RenderOptions(
                 trajectory=trajectory, frames=frames, resolution=resolution, overwrite=overwrite
             )
-        spec = None if server else engine_spec(engine, backend, checkpoint, device, precision, threads)
-        started = time.perf_counter()
-        if ray is None:
-            from sharp_rt.predict.predictor import Predictor
-
-            if server is not None:
-                from sharp_rt.scaleout.triton_client import TritonEngine
-
-                predictor = Predictor(TritonEngine(server, model_name=server_model))
-            else:
-                predictor = Predictor.from_spec(spec)
+        if ray is None and plan.todo:
+            if predictor is None:
+                started = time.perf_counter()
+                predictor = Predictor.from_spec(spec, focal_rule=focal_rule.value)
             info = predictor.engine.info
-            console.print(
-                f"Engine: {info.backend} ({info.precision}, {info.device}), {info.resolution} px, "
-                f"loaded in {time.perf_counter() - started:.1f} s",
-                highlight=False,
+            show(
+                "Engine: {} ({}, {}), {} px, loaded in {:.1f} s",
+                info.backend,
+                info.precision,
+                info.device,
+                info.resolution,
+                time.perf_counter() - started,
             )
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise OutputError(
-                f"Cannot create the output folder {out_dir}: {error.strerror}",
-                hint="choose another -o/--out-dir",
-            ) from None
 
     with user_errors():
-        if ray is None:
+        if not plan.todo:
+            if predictor is not None:
+                predictor.close()
+            show_progress(iter(()), 0, len(plan.done), failures)
+        elif ray is None:
             with predictor:
                 results = predict_here(predictor, plan.todo, fmt, overwrite, video)
                 show_progress(results, len(plan.todo), len(plan.done), failures)
@@ -289,22 +329,26 @@ def predict_command(
 
             options = RayOptions(ray, workers, gpus_per_worker, cpus_per_worker, max_retries)
             where = {"local": "a local Ray", "auto": "the running Ray cluster"}.get(ray, f"Ray at {ray}")
-            console.print(f"Starting {len(plan.todo)} images on {where}...", highlight=False)
+            show("Starting {} images on {}...", len(plan.todo), where)
             results = predict_on_ray(
                 plan.todo,
                 spec,
                 fmt,
                 overwrite=overwrite,
                 options=options,
-                on_start=lambda r: console.print(
-                    f"Ray: {r.workers} workers x ({r.cpus_per_worker:g} CPUs, {r.gpus_per_worker:g} GPUs), "
-                    f"{r.threads} inference threads each; engine {spec.artifact or 'torch'}",
-                    highlight=False,
+                on_start=lambda r: show(
+                    "Ray: {} workers x ({:g} CPUs, {:g} GPUs), {} inference threads each; engine {}",
+                    r.workers,
+                    r.cpus_per_worker,
+                    r.gpus_per_worker,
+                    r.threads,
+                    spec.artifact or "torch",
                 ),
+                focal_rule=focal_rule.value,
             )
             show_progress(results, len(plan.todo), len(plan.done), failures)
     if failures:
-        console.print("[bold red]Failed:[/]")
+        show("[bold red]Failed:[/]")
         for path, message in failures:
-            console.print(f"  {escape(str(path))}: {escape(message)}", highlight=False, soft_wrap=True)
+            show("  {}: {}", path, message)
         raise typer.Exit(1)

@@ -9,6 +9,17 @@ predict(path | uint8 HxWx3, f_px=None)
 predict_many(paths)  # a background thread decodes + preprocesses image i+1 while the engine runs image i
 ```
 
+Every engine's outputs are checked for NaN / inf before unprojection
+(:func:`check_engine_outputs`): such an image fails with a
+:class:`~sharp_rt.core.errors.NonFiniteError` that names the count, the likely
+cause (reduced precision) and the hint "try fp32".
+
+``predict_many`` never lets one image stop the others: any exception while
+reading, running or unprojecting an image becomes that image's error.  Only
+failures that would repeat for every image stop the run: when the engine has
+failed on :data:`ENGINE_FAILURE_LIMIT` images in a row (a lost GPU, a broken
+engine, a server gone), it raises :class:`~sharp_rt.core.errors.EngineError`.
+
 A Predictor is **not thread-safe** (engines keep per-session buffers): give
 each thread its own Predictor, or serialize calls.
 """
@@ -23,9 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
-from sharp_rt.core.errors import SharpError
-from sharp_rt.engines.base import Engine
-from sharp_rt.runtime.gaussians import Gaussians
+from sharp_rt.core.errors import EngineError, SharpError
+from sharp_rt.engines.base import Engine, EngineInfo
+from sharp_rt.runtime.gaussians import Gaussians, check_finite
+from sharp_rt.runtime.image_io import FocalRule
+
+ENGINE_FAILURE_LIMIT = 3  # engine failures in a row (no success between) that stop predict_many
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +67,16 @@ class EngineSpec:
         from sharp_rt.core.contract import read_manifest
 
         return read_manifest(self.artifact).internal_resolution
+
+    def num_gaussians(self) -> int:
+        """N, the Gaussians per image, from the manifest or the checkpoint's shapes (cheap)."""
+        if self.uses_torch:
+            from sharp_rt.sharp_ref.checkpoint import checkpoint_config, checkpoint_file
+
+            return checkpoint_config(checkpoint_file(self.checkpoint)).num_gaussians
+        from sharp_rt.core.contract import read_manifest
+
+        return read_manifest(self.artifact).num_gaussians
 
     def open(self) -> Engine:
         """Load the engine this spec describes."""
@@ -91,10 +115,17 @@ class Prediction:
     seconds: dict[str, float]  # stage -> seconds: load, preprocess, inference, unproject
 
 
-def prepare_image(image: np.ndarray | str | Path, resolution: int, f_px: float | None = None) -> Prepared:
+def prepare_image(
+    image: np.ndarray | str | Path,
+    resolution: int,
+    f_px: float | None = None,
+    *,
+    focal_rule: FocalRule = "sensor",
+) -> Prepared:
     """Decode (if a path) and preprocess one image to [1, 3, S, S] (S = ``resolution``).
 
     image: a path, or uint8 [H, W, 3] (then ``f_px`` or the 30 mm default).
+    focal_rule: how a path's EXIF gives ``f_px`` (:mod:`sharp_rt.runtime.image_io`).
     """
     from sharp_rt.runtime.image_io import DEFAULT_FOCAL_LENGTH_MM, focal_length_px, load_image
     from sharp_rt.runtime.preprocess import preprocess
@@ -102,7 +133,7 @@ def prepare_image(image: np.ndarray | str | Path, resolution: int, f_px: float |
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     if isinstance(image, str | Path):
-        loaded = load_image(image)
+        loaded = load_image(image, focal_rule=focal_rule)
         pixels, f_px = loaded.image, f_px or loaded.f_px
     else:
         pixels = np.asarray(image)
@@ -117,6 +148,23 @@ def prepare_image(image: np.ndarray | str | Path, resolution: int, f_px: float |
     return Prepared(tensor, float(f_px), pixels.shape[1], pixels.shape[0], seconds)
 
 
+def check_engine_outputs(outputs: dict[str, np.ndarray], info: EngineInfo) -> None:
+    """Raise :class:`~sharp_rt.core.errors.NonFiniteError` if an engine's outputs hold NaN or inf."""
+    what = f"The {info.backend} {info.precision} engine's outputs for this image"
+    check_finite(outputs, what, precision=info.precision)
+
+
+def as_image_error(error: Exception, stage: str) -> SharpError:
+    """Any exception while handling one image, as the user-facing error of that image."""
+    if isinstance(error, SharpError):
+        return error
+    if isinstance(error, MemoryError):
+        return SharpError(
+            f"Not enough memory while {stage}.", hint="close other programs, or run fewer threads or workers"
+        )
+    return SharpError(f"{type(error).__name__} while {stage}: {error}")
+
+
 def unproject_outputs(outputs: dict[str, np.ndarray], f_px: float, width: int, height: int) -> Gaussians:
     """One image's NDC engine outputs (the five contract arrays, no batch dim) -> metric Gaussians."""
     from sharp_rt.runtime.unproject import unproject_gaussians
@@ -126,10 +174,15 @@ def unproject_outputs(outputs: dict[str, np.ndarray], f_px: float, width: int, h
 
 
 class Predictor:
-    """SHARP inference pipeline around an :class:`~sharp_rt.engines.base.Engine`."""
+    """SHARP inference pipeline around an :class:`~sharp_rt.engines.base.Engine`.
 
-    def __init__(self, engine: Engine) -> None:
+    focal_rule: how EXIF gives the focal length of image files (``"sensor"`` or
+    ``"ml-sharp"``, :mod:`sharp_rt.runtime.image_io`).
+    """
+
+    def __init__(self, engine: Engine, *, focal_rule: FocalRule = "sensor") -> None:
         self.engine = engine
+        self.focal_rule = focal_rule
 
     @classmethod
     def from_artifact(cls, path: str | Path, *, backend: str = "auto", **options) -> Predictor:
@@ -142,9 +195,9 @@ class Predictor:
         return cls(load_artifact(path, backend=backend, **options))
 
     @classmethod
-    def from_spec(cls, spec: EngineSpec) -> Predictor:
+    def from_spec(cls, spec: EngineSpec, *, focal_rule: FocalRule = "sensor") -> Predictor:
         """Open the engine an :class:`EngineSpec` describes."""
-        return cls(spec.open())
+        return cls(spec.open(), focal_rule=focal_rule)
 
     @classmethod
     def from_checkpoint(
@@ -157,17 +210,25 @@ class Predictor:
 
     def prepare(self, image: np.ndarray | str | Path, f_px: float | None = None) -> Prepared:
         """Decode (if a path) and preprocess one image for this engine."""
-        return prepare_image(image, self.engine.info.resolution, f_px)
+        return prepare_image(image, self.engine.info.resolution, f_px, focal_rule=self.focal_rule)
 
-    def infer(self, prepared: Prepared) -> tuple[Gaussians, dict[str, float]]:
-        """Run the engine on a prepared image and unproject to metric Gaussians."""
+    def run_engine(self, prepared: Prepared) -> tuple[dict[str, np.ndarray], float]:
+        """The engine's NDC outputs for a prepared image (batch dim dropped) and the seconds it took."""
         started = time.perf_counter()
         factor = np.array([prepared.f_px / prepared.width], dtype=np.float32)
         outputs = self.engine.run(prepared.image, factor)
-        inference = time.perf_counter() - started
+        return {name: value[0] for name, value in outputs.items()}, time.perf_counter() - started
+
+    def to_gaussians(self, outputs: dict[str, np.ndarray], prepared: Prepared) -> Gaussians:
+        """Check one image's engine outputs (NaN / inf) and unproject them to metric Gaussians."""
+        check_engine_outputs(outputs, self.engine.info)
+        return unproject_outputs(outputs, prepared.f_px, prepared.width, prepared.height)
+
+    def infer(self, prepared: Prepared) -> tuple[Gaussians, dict[str, float]]:
+        """Run the engine on a prepared image, check its outputs and unproject to metric Gaussians."""
+        outputs, inference = self.run_engine(prepared)
         started = time.perf_counter()
-        first = {name: value[0] for name, value in outputs.items()}
-        metric = unproject_outputs(first, prepared.f_px, prepared.width, prepared.height)
+        metric = self.to_gaussians(outputs, prepared)
         return metric, {"inference": inference, "unproject": time.perf_counter() - started}
 
     def predict(self, image: np.ndarray | str | Path, f_px: float | None = None) -> Gaussians:
@@ -177,9 +238,12 @@ class Predictor:
     def predict_many(self, sources: Iterable[str | Path]) -> Iterator[Prediction]:
         """Predict images in order, decoding image i+1 in a background thread while image i runs.
 
-        A bad image yields a :class:`Prediction` with ``error`` set; the rest go on.
+        A failing image (any exception) yields a :class:`Prediction` with ``error`` set; the
+        rest go on.  Raises :class:`~sharp_rt.core.errors.EngineError` once the engine has
+        failed on :data:`ENGINE_FAILURE_LIMIT` images in a row: it would fail on all of them.
         """
         sources = [Path(s) for s in sources]
+        engine_failures = 0  # in a row
         with concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="sharp-rt-decode"
         ) as pool:
@@ -190,11 +254,32 @@ class Predictor:
                 pending = pool.submit(self.prepare, sources[index + 1]) if index + 1 < len(sources) else None
                 try:
                     prepared = current.result()
-                    gaussians, seconds = self.infer(prepared)
-                except SharpError as error:
-                    yield Prediction(source, None, error, {})
-                else:
-                    yield Prediction(source, gaussians, None, {**prepared.seconds, **seconds})
+                except Exception as error:  # this image cannot be read: the others can
+                    yield Prediction(source, None, as_image_error(error, "reading the image"), {})
+                    continue
+                try:
+                    outputs, inference = self.run_engine(prepared)
+                except Exception as error:
+                    engine_failures += 1
+                    failure = as_image_error(error, "running the engine")
+                    if engine_failures >= ENGINE_FAILURE_LIMIT:
+                        raise EngineError(
+                            f"The engine failed on {engine_failures} images in a row, the last one "
+                            f"{source}: {failure.message} Stopping, since it would fail on every image.",
+                            hint="check the device (GPU) and the engine (`sharp-rt info`); the outputs "
+                            "written so far are kept, and rerunning the same command resumes",
+                        ) from error
+                    yield Prediction(source, None, failure, {})
+                    continue
+                engine_failures = 0
+                started = time.perf_counter()
+                try:
+                    gaussians = self.to_gaussians(outputs, prepared)
+                except Exception as error:  # e.g. NaN outputs of this image
+                    yield Prediction(source, None, as_image_error(error, "unprojecting"), {})
+                    continue
+                seconds = {"inference": inference, "unproject": time.perf_counter() - started}
+                yield Prediction(source, gaussians, None, {**prepared.seconds, **seconds})
 
     def close(self) -> None:
         """Release the engine."""

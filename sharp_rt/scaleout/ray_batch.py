@@ -35,7 +35,8 @@ import numpy as np
 from sharp_rt.core.contract import OUTPUT_NAMES
 from sharp_rt.core.errors import SharpError
 from sharp_rt.predict.outputs import ImageResult, OutputFormat, write_output
-from sharp_rt.predict.predictor import EngineSpec, prepare_image, unproject_outputs
+from sharp_rt.predict.predictor import EngineSpec, check_engine_outputs, prepare_image, unproject_outputs
+from sharp_rt.runtime.image_io import FocalRule
 
 IO_TASK_CPUS = 0.25  # logical CPUs of one decode or write task
 # Test hook: a marker path; the first actor call that creates the marker exits (a killed worker).
@@ -128,11 +129,11 @@ def plan_resources(options: RayOptions, spec: EngineSpec, cluster: dict[str, flo
     return Resources(workers, cpus_per_worker, gpus_per_worker, threads)
 
 
-def decode_row(row: dict[str, Any], resolution: int) -> dict[str, Any]:
+def decode_row(row: dict[str, Any], resolution: int, focal_rule: FocalRule = "sensor") -> dict[str, Any]:
     """Ray Data stage 1: load + preprocess one image; failures become ``error``."""
     out: dict[str, Any] = {"source": row["source"], "target": row["target"], "error": ""}
     try:
-        prepared = prepare_image(Path(row["source"]), resolution)
+        prepared = prepare_image(Path(row["source"]), resolution, focal_rule=focal_rule)
     except Exception as error:  # a bad image must not stop the job
         failed = {"error": _message(error), "image": None, "f_px": 0.0, "width": 0, "height": 0}
         return {**out, **failed, "load_s": 0.0, "preprocess_s": 0.0}
@@ -170,6 +171,7 @@ class EngineActor:
             try:
                 factor = np.array([row["f_px"] / row["width"]], dtype=np.float32)
                 outputs = {k: v[0] for k, v in self.engine.run(batch["image"][:1], factor).items()}
+                check_engine_outputs(outputs, self.engine.info)  # NaN / inf: this image fails
             except Exception as error:  # one failing image must not kill the actor
                 row["error"] = _message(error)
             row["inference_s"] = time.perf_counter() - started
@@ -215,6 +217,7 @@ def build_dataset(
     overwrite: bool,
     resources: Resources,
     max_retries: int,
+    focal_rule: FocalRule = "sensor",
 ):
     """The Ray Data dataset: decode tasks -> engine actor pool -> write tasks (see the module docstring).
 
@@ -226,7 +229,7 @@ def build_dataset(
     import ray.data
 
     decoded = ray.data.from_items(rows, override_num_blocks=len(rows)).map(
-        decode_row, fn_kwargs={"resolution": resolution}, num_cpus=IO_TASK_CPUS
+        decode_row, fn_kwargs={"resolution": resolution, "focal_rule": focal_rule}, num_cpus=IO_TASK_CPUS
     )
     with warnings.catch_warnings():
         # max_restarts / max_task_retries have no named parameter in Ray 2.60 and only
@@ -257,6 +260,7 @@ def predict_on_ray(
     overwrite: bool = False,
     options: RayOptions = RayOptions(),
     on_start: Callable[[Resources], None] = lambda resources: None,
+    focal_rule: FocalRule = "sensor",
 ) -> Iterator[ImageResult]:
     """Predict ``(image, target)`` pairs on Ray; yields one :class:`ImageResult` per image as it finishes.
 
@@ -285,7 +289,9 @@ def predict_on_ray(
         context.max_errored_blocks = -1  # a lost image is reported, not fatal
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         absolute = [{"source": str(s.resolve()), "target": str(t.resolve())} for s, t in todo]
-        dataset = build_dataset(absolute, resolution, spec, fmt, overwrite, resources, options.max_retries)
+        dataset = build_dataset(
+            absolute, resolution, spec, fmt, overwrite, resources, options.max_retries, focal_rule
+        )
         pending = {row["source"]: pair for row, pair in zip(absolute, todo, strict=True)}
         try:
             for row in dataset.iter_rows():
