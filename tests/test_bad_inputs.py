@@ -219,10 +219,12 @@ def test_render_reports_nan_gaussians_as_predict_does(tmp_path):
         image_size=(64, 48),
     )
     gaussians.mean_vectors[:5, 0] = np.nan
-    write_ply(gaussians, tmp_path / "nan.ply")
-    result = invoke("render", tmp_path / "nan.ply", "-o", tmp_path / "videos", "--frames", "2")
+    (tmp_path / "[").mkdir()
+    ply = write_ply(gaussians, tmp_path / "[" / "bold]nan.ply")  # shown as .../[/bold]nan.ply
+    result = invoke("render", ply, "-o", tmp_path / "videos", "--frames", "2")
     assert result.exit_code == 1
     assert "hold 5 NaN/inf values (mean_vectors 5)" in result.output and "try fp32" in result.output
+    assert f"skipped {ply}: " in result.output
     assert list((tmp_path / "videos").iterdir()) == []
 
 

@@ -111,3 +111,13 @@ def test_predict_help_shows_the_extras_it_needs():
     assert result.exit_code == 0
     for extra in ("[render]", "[ray]", "[triton]"):
         assert f"extra {extra}" in result.output, extra
+
+
+def test_info_prints_paths_and_errors_as_they_are(tmp_path):
+    engines = tmp_path / "[red]engines"
+    (engines / "[bold]broken").mkdir(parents=True)
+    (engines / "[bold]broken" / "manifest.json").write_text("{ not json")
+    result = runner.invoke(app, ["info", "--engines-dir", str(engines)], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert f"Exported engines in {engines}/" in result.output
+    assert "[bold]broken" in result.output

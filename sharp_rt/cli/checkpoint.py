@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sharp_rt.cli.console import user_errors
+from sharp_rt.cli.console import results, show, user_errors
 from sharp_rt.core.errors import SharpError
 
 
@@ -30,13 +30,14 @@ def checkpoint_command(
         path = path or default_checkpoint_path()
         state = read_state_dict(path)
         config = detect_config(state)
-        typer.echo(f"file:        {path}")
-        typer.echo(f"preset:      {config.name}")
-        typer.echo(f"resolution:  {config.internal_resolution} px -> {config.num_gaussians:,} Gaussians")
-        typer.echo(f"tensors:     {len(state)}")
-        typer.echo(f"parameters:  {sum(t.numel() for t in state.values()):,}")
+        show("file:        {}", path, out=results)
+        show("preset:      {}", config.name, out=results)
+        size, count = config.internal_resolution, config.num_gaussians
+        show("resolution:  {} px -> {:,} Gaussians", size, count, out=results)
+        show("tensors:     {}", len(state), out=results)
+        show("parameters:  {:,}", sum(t.numel() for t in state.values()), out=results)
         if sha256:
-            typer.echo(f"sha256:      {file_sha256(path)}")
+            show("sha256:      {}", file_sha256(path), out=results)
 
 
 def synthetic_command(
@@ -56,4 +57,4 @@ def synthetic_command(
         if out.exists() and not overwrite:
             raise SharpError(f"{out} exists", hint="pass --overwrite to replace it")
         synthetic_checkpoint(config, seed, path=out)
-        typer.echo(f"wrote {out} ({config.name}, seed {seed})")
+        show("wrote {} ({}, seed {})", out, config.name, seed, out=results)

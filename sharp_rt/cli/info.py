@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from sharp_rt._version import __version__
@@ -46,7 +45,10 @@ def info_command(
     """Show what is installed and usable: backends, providers, GPU, engines, cache paths."""
     import platform
 
-    table = Table(title=f"sharp-rt {__version__} (Python {platform.python_version()}, {platform.machine()})")
+    from sharp_rt.cli.console import plain, results, show
+
+    title = f"sharp-rt {__version__} (Python {platform.python_version()}, {platform.machine()})"
+    table = Table(title=plain(title))
     table.add_column("component")
     table.add_column("version / status")
     table.add_column("details")
@@ -61,11 +63,11 @@ def info_command(
         ("Ray (predict --ray)", "ray"),
         ("Triton client (predict --server)", "tritonclient"),
     ]:
-        table.add_row(label, *_probe(module))
-    typer.echo("")
-    Console().print(table)
+        table.add_row(label, *map(plain, _probe(module)))
+    results.print()
+    results.print(table)
 
-    artifacts = Table(title=f"Exported engines in {engines_dir}/")
+    artifacts = Table(title=plain(f"Exported engines in {engines_dir}/"))
     for column in ("directory", "config", "precision", "validation", "TensorRT plan", "status"):
         artifacts.add_column(column)
     from sharp_rt.core.contract import MANIFEST_NAME, read_manifest
@@ -74,25 +76,18 @@ def info_command(
         try:
             manifest = read_manifest(manifest_path.parent, allow_failed_validation=True)
         except SharpError as error:
-            artifacts.add_row(str(manifest_path.parent), "?", "?", "?", "?", f"[red]{error.message}[/]")
+            unreadable = (manifest_path.parent, "?", "?", "?", "?")
+            artifacts.add_row(*map(plain, unreadable), plain(error.message, style="red"))
             continue
         plan = manifest.tensorrt.get("gpu_name", "yes") if manifest.plan_path else "no"
-        artifacts.add_row(
-            str(manifest.directory),
-            manifest.config,
-            manifest.precision,
-            manifest.validation_status,
-            str(plan),
-            "ok",
-        )
-    Console().print(
-        artifacts if artifacts.row_count else f"No exported engines in {engines_dir}/ (sharp-rt export)"
-    )
+        row = (manifest.directory, manifest.config, manifest.precision, manifest.validation_status, plan)
+        artifacts.add_row(*map(plain, (*row, "ok")))
+    none = plain(f"No exported engines in {engines_dir}/ (sharp-rt export)")
+    results.print(artifacts if artifacts.row_count else none)
 
     from sharp_rt.core.paths import cache_root, official_checkpoint_path
 
     checkpoint = official_checkpoint_path()
-    typer.echo(
-        f"official checkpoint: {checkpoint} ({'present' if checkpoint.is_file() else 'not downloaded'})"
-    )
-    typer.echo(f"sharp-rt cache:      {cache_root()} (TensorRT timing caches)")
+    state = "present" if checkpoint.is_file() else "not downloaded"
+    show("official checkpoint: {} ({})", checkpoint, state, out=results)
+    show("sharp-rt cache:      {} (TensorRT timing caches)", cache_root(), out=results)

@@ -70,9 +70,8 @@ def render_command(
     ] = None,
 ) -> None:
     """Render camera-trajectory videos (colour and depth) of 3D Gaussian splats."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from sharp_rt.cli.console import console, user_errors
+    from sharp_rt.cli.console import progress_bar, show, user_errors
+    from sharp_rt.core.atomic import check_writable
     from sharp_rt.render.video import RenderOptions, depth_video_path, render_video
     from sharp_rt.runtime.ply import read_ply
 
@@ -97,11 +96,10 @@ def render_command(
         choose_backend(options.renderer, resolve_device(options.device))  # fail once, before any file
         if threads:
             torch.set_num_threads(threads)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        check_writable(out_dir)
 
     failures: list[tuple[Path, str]] = []
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console) as progress:
+    with progress_bar() as progress:
         for ply in plys:
             target = out_dir / f"{ply.stem}.mp4"
             task = progress.add_task(ply.name, total=frames)
@@ -116,23 +114,22 @@ def render_command(
                     target,
                     options,
                     progress=lambda done, _total, task=task: progress.update(task, completed=done),
-                    log=lambda message: progress.console.print(f"  {message}", highlight=False),
+                    log=lambda message: show("  {}", message),
                 )
-            except SharpError as error:
-                failures.append((ply, error.message))
-                progress.console.print(f"[yellow]skipped[/] {ply}: {error.message}", highlight=False)
-                if error.hint:
-                    progress.console.print(f"  [dim]hint:[/] {error.hint}", highlight=False)
+            except Exception as error:  # one file must not stop the others
+                unexpected = f"{type(error).__name__}: {error}"
+                message = error.message if isinstance(error, SharpError) else unexpected
+                failures.append((ply, message))
+                show("[yellow]skipped[/] {}: {}", ply, message)
+                if isinstance(error, SharpError) and error.hint:
+                    show("  [dim]hint:[/] {}", error.hint)
             else:
                 seconds = time.perf_counter() - started
                 names = " + ".join(str(path) for path in written)
-                progress.console.print(
-                    f"{ply.name} -> {names}  ({seconds:.1f} s, {frames / seconds:.2f} frames/s)",
-                    highlight=False,
-                )
+                show("{} -> {}  ({:.1f} s, {:.2f} frames/s)", ply.name, names, seconds, frames / seconds)
             progress.remove_task(task)
     if failures:
-        console.print("[bold red]Failed:[/]")
+        show("[bold red]Failed:[/]")
         for path, message in failures:
-            console.print(f"  {path}: {message}", highlight=False)
+            show("  {}: {}", path, message)
         raise typer.Exit(1)
