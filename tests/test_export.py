@@ -7,6 +7,8 @@ every test in this file; corruption tests work on copies.
 from __future__ import annotations
 
 import json
+import logging
+import re
 import shutil
 import subprocess
 import sys
@@ -60,12 +62,18 @@ def checkpoint_file(tmp_path_factory, tiny_state):
 
 
 @pytest.fixture(scope="module")
-def fp32_dir(tmp_path_factory, checkpoint_file):
-    """The fp32 export, written by the CLI."""
+def fp32_cli_run(tmp_path_factory, checkpoint_file):
+    """The fp32 export, written by the CLI: (artifact directory, what the CLI printed)."""
     out = tmp_path_factory.mktemp("engines") / "tiny-fp32"
     result = run_cli("-c", str(checkpoint_file), "--precision", "fp32", "-o", str(out))
     assert result.exit_code == 0, result.output
-    return out
+    return out, result.output
+
+
+@pytest.fixture(scope="module")
+def fp32_dir(fp32_cli_run):
+    """The fp32 export, written by the CLI."""
+    return fp32_cli_run[0]
 
 
 @pytest.fixture(scope="module")
@@ -315,6 +323,40 @@ def test_cli_refuses_to_overwrite_an_engine(fp32_dir, checkpoint_file):
     result = run_cli("-c", str(checkpoint_file), "-o", str(fp32_dir))
     assert result.exit_code == 2
     assert "already holds an engine" in result.output and "--overwrite" in result.output
+
+
+def test_cli_reports_each_stage_with_its_time_and_no_library_noise(fp32_cli_run):
+    output = fp32_cli_run[1]
+    for stage in ("reference", "tracing", "checks", "validation"):
+        assert re.search(rf"^  {stage}: .* \(\d+\.\d s\)$", output, re.MULTILINE), (stage, output)
+    assert "torchvision" not in output and "Warning" not in output, output
+    assert not re.search(r"^[WE]\d{4} ", output, re.MULTILINE), output  # torch's own log format
+
+
+def test_library_noise_is_dropped_unless_verbose(caplog):
+    from sharp_rt.cli.console import library_noise
+
+    torch_logger = logging.getLogger("torch.onnx._internal.exporter._registration")
+    with caplog.at_level(logging.INFO), library_noise(verbose=False):
+        torch_logger.warning("torchvision is not installed. Skipping torchvision::nms")
+        torch_logger.error("a real error still shows")
+    assert [record.getMessage() for record in caplog.records] == ["a real error still shows"]
+    caplog.clear()
+    with caplog.at_level(logging.INFO), library_noise(verbose=True):
+        torch_logger.warning("torchvision is not installed. Skipping torchvision::nms")
+    assert len(caplog.records) == 1
+
+
+def test_cli_checks_the_output_folder_before_reading_the_checkpoint(fp32_dir, tmp_path):
+    """An existing engine is refused before the (here unreadable) checkpoint is opened."""
+    garbage = tmp_path / "not-a-checkpoint.pt"
+    garbage.write_bytes(b"\0" * 1000)
+    result = run_cli("-c", str(garbage), "-o", str(fp32_dir))
+    assert result.exit_code == 2 and "already holds an engine" in result.output, result.output
+    blocked = tmp_path / "a-file"
+    blocked.write_text("x")
+    result = run_cli("-c", str(garbage), "-o", str(blocked / "engine"))
+    assert result.exit_code == 2 and "Cannot write to the output folder" in result.output, result.output
 
 
 def test_cli_missing_checkpoint_is_a_user_error(tmp_path):

@@ -1,6 +1,9 @@
 """The ``sharp-rt export`` command.
 
-Registered in :mod:`sharp_rt.cli.app` as ``export``.
+Registered in :mod:`sharp_rt.cli.app` as ``export``.  Each long step (reference,
+tracing, checks, validation, TensorRT build) shows a live status line with its
+elapsed time; log records and warnings of torch, onnxscript and ONNX Runtime stay
+off the terminal unless ``--verbose``.
 """
 
 from __future__ import annotations
@@ -94,15 +97,20 @@ def export_command(
     model_name: Annotated[
         str, typer.Option("--model-name", help="--target triton: the model's name in the repository.")
     ] = "sharp",
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Also show the log messages and warnings of torch, ONNX, ...")
+    ] = False,
 ) -> None:
     """Export SHARP to ONNX (fp32 / fp16), a TensorRT engine or a Triton model repository, validated."""
-    from sharp_rt.cli.console import console, user_errors
+    from sharp_rt.cli.console import library_noise, live_stage, show, user_errors
 
     def log(message: str) -> None:
-        console.print(message, highlight=False)
+        show("{}", message)
 
+    if not verbose:
+        quiet_onnxruntime()
     if target is TargetOption.triton:
-        with user_errors():
+        with user_errors(), library_noise(verbose):
             from sharp_rt.scaleout.triton_repository import DEFAULT_REPOSITORY, export_triton
 
             triton = export_triton(
@@ -117,11 +125,12 @@ def export_command(
                 validate=not no_validate,
                 overwrite=overwrite,
                 log=log,
+                stage=live_stage,
             )
-        _report_triton(triton, console)
-        _report(triton.export, console)
+        _report_triton(triton)
+        _report(triton.export)
         return
-    with user_errors():
+    with user_errors(), library_noise(verbose):
         from sharp_rt.export.pipeline import export_engine
 
         result = export_engine(
@@ -133,40 +142,50 @@ def export_command(
             dynamic_batch=dynamic_batch,
             overwrite=overwrite,
             log=log,
+            stage=live_stage,
         )
-    _report(result, console)
+    _report(result)
 
 
-def _report_triton(triton, console) -> None:
+def quiet_onnxruntime() -> None:
+    """ONNX Runtime's own (C++) log: errors only, if ONNX Runtime is installed."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return
+    onnxruntime.set_default_logger_severity(3)
+
+
+def _report_triton(triton) -> None:
     """Print the repository layout and how to serve it."""
+    from sharp_rt.cli.console import show
     from sharp_rt.scaleout.triton_repository import tritonserver_command
 
-    console.print(
-        f"Wrote the Triton model repository {triton.repository}/: {triton.config_path}, "
-        f"{triton.export.manifest.directory}/",
-        highlight=False,
+    show(
+        "Wrote the Triton model repository {}/: {}, {}/",
+        triton.repository,
+        triton.config_path,
+        triton.export.manifest.directory,
     )
-    command = tritonserver_command(triton.repository)
-    console.print(f"Serve it with:  {command}", highlight=False, soft_wrap=True)
-    console.print("  (or in Docker, see docs/serving.md)", highlight=False)
+    show("Serve it with:  {}", tritonserver_command(triton.repository))
+    show("  (or in Docker, see docs/serving.md)")
 
 
-def _report(result, console) -> None:
+def _report(result) -> None:
     """Print what an export wrote; exit 1 when its validation failed."""
+    from sharp_rt.cli.console import show
+
     manifest = result.manifest
     files = ", ".join(record.name for record in manifest.files.values())
-    console.print(
-        f"Wrote {manifest.directory}/ ({files}, manifest.json) in {result.seconds:.0f} s, "
-        f"peak memory {result.peak_rss_mib / 1024:.1f} GiB",
-        highlight=False,
+    show(
+        "Wrote {}/ ({}, manifest.json) in {:.0f} s, peak memory {:.1f} GiB",
+        manifest.directory,
+        files,
+        result.seconds,
+        result.peak_rss_mib / 1024,
     )
     if not result.passed:
-        console.print(
-            "[bold red]error:[/] validation against the reference failed: "
-            + "; ".join(manifest.validation.get("failures", [])),
-            highlight=False,
-        )
-        console.print(
-            f"  [dim]hint:[/] the files are kept; see {manifest.directory / 'manifest.json'}", highlight=False
-        )
+        failures = "; ".join(manifest.validation.get("failures", []))
+        show("[bold red]error:[/] validation against the reference failed: {}", failures)
+        show("  [dim]hint:[/] the files are kept; see {}", manifest.directory / "manifest.json")
         raise typer.Exit(1)

@@ -1,6 +1,7 @@
 """``sharp-rt export`` end to end: checkpoint -> validated ONNX (+ TensorRT plan) + manifest.
 
 ```
+check the output folder (no engine there unless --overwrite; writable) before reading anything big
 read checkpoint, detect config, sha256
   ├─ (validate) sharp_ref fp32 on the probe ──────────────────────┐ reference outputs
   ├─ (fp16) to_mixed_fp16, in place                                │
@@ -12,12 +13,18 @@ read checkpoint, detect config, sha256
   └─ write manifest.json last (atomic)
 ```
 
+Each long step runs inside ``stage(name)``, a context manager the caller may give
+(the CLI shows a live status with the elapsed time; the default logs one line with
+the step's time when it ends): ``reference``, ``tracing``, ``checks``,
+``validation``, and for TensorRT ``tensorrt build`` and ``tensorrt validation``.
+
 Memory: the torch model is freed before ONNX Runtime loads the graph, so the
 peak is max(reference forward, exporter, ORT session), not their sum.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import gc
@@ -26,7 +33,8 @@ import platform
 import resource
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +56,19 @@ from sharp_rt.core.contract import (
 from sharp_rt.core.errors import EngineError, OutputError, SharpError
 
 TARGETS = ("onnx", "tensorrt")
+Stage = Callable[[str], AbstractContextManager[object]]  # stage(name): a context around one long step
+
+
+def logged_stages(log: Callable[[str], None]) -> Stage:
+    """The default ``stage``: ``log("<name> (<seconds> s)")`` when a step ends."""
+
+    @contextlib.contextmanager
+    def stage(name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        log(f"{name} ({time.perf_counter() - started:.1f} s)")
+
+    return stage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,14 +115,17 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
+def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """Refuse a folder that holds an engine (unless ``overwrite``) or cannot be written; create it."""
+    from sharp_rt.core.atomic import check_writable
+
     ours = [out_dir / name for name in (MANIFEST_NAME, ONNX_NAME, ONNX_DATA_NAME, PLAN_NAME)]
     existing = [path for path in ours if path.exists()]
     if existing and not overwrite:
         raise OutputError(
             f"{out_dir} already holds an engine ({existing[0].name})", hint="pass --overwrite to replace it"
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(out_dir)
 
 
 def _validate(
@@ -162,6 +186,7 @@ def export_engine(
     max_batch: int = 4,
     overwrite: bool = False,
     log: Callable[[str], None] = lambda message: None,
+    stage: Stage | None = None,
 ) -> ExportResult:
     """Export a SHARP checkpoint to an artifact directory (see the module docstring).
 
@@ -171,10 +196,13 @@ def export_engine(
     out_dir: default ``engines/<config>-<precision>``.
     validate: run the ONNX with ONNX Runtime on a probe and compare with ``sharp_ref`` fp32.
     max_batch: largest batch of the TensorRT profile of a ``dynamic_batch`` plan.
+    log: called with what the export does and found; stage: see the module docstring.
+    The output folder is checked (an existing engine, write access) before the checkpoint is read.
     A failed validation still writes everything (manifest marked ``failed``):
     check :attr:`ExportResult.passed`.  User errors raise :class:`SharpError`.
     """
     started = time.perf_counter()
+    stage = stage or logged_stages(log)
     if precision not in PRECISIONS:
         raise SharpError(f"Unknown precision {precision!r}", hint="choose fp32 or fp16")
     if target not in TARGETS:
@@ -188,6 +216,7 @@ def export_engine(
     from sharp_rt.export.precision import to_mixed_fp16
     from sharp_rt.export.validate import probe_image, reference_outputs
     from sharp_rt.sharp_ref.checkpoint import (
+        checkpoint_config,
         checkpoint_file,
         detect_config,
         file_sha256,
@@ -195,11 +224,15 @@ def export_engine(
         read_state_dict,
     )
 
+    if out_dir is not None:
+        out = Path(out_dir)
+        prepare_out_dir(out, overwrite)  # before the download / the read of a 2.8 GB checkpoint
     checkpoint_path = checkpoint_file(checkpoint)
+    if out_dir is None:
+        out = default_out_dir(checkpoint_config(checkpoint_path).name, precision)  # shapes only: cheap
+        prepare_out_dir(out, overwrite)
     state = read_state_dict(checkpoint_path)
     config = detect_config(state)
-    out = Path(out_dir) if out_dir is not None else default_out_dir(config.name, precision)
-    _prepare_out_dir(out, overwrite)
     log(
         f"Exporting {config.name} ({config.internal_resolution} px, {config.num_gaussians:,} Gaussians) "
         f"as {precision} to {out}/"
@@ -211,8 +244,8 @@ def export_engine(
     probe = reference = None
     if validate:
         probe = probe_image(config.internal_resolution, batch=2 if dynamic_batch else 1)
-        reference = reference_outputs(model, *probe)
-        log(f"Reference (sharp_ref fp32) computed in {time.perf_counter() - started:.1f} s")
+        with stage("reference: sharp_ref fp32 on a probe image"):
+            reference = reference_outputs(model, *probe)
     if precision == "fp16":
         to_mixed_fp16(model)
 
@@ -221,24 +254,26 @@ def export_engine(
     staging.mkdir()
     try:
         t0 = time.perf_counter()
-        export_onnx(
-            model,
-            staging / ONNX_NAME,
-            dynamic_batch=dynamic_batch,
-            metadata={
-                "sharp_rt.config": config.name,
-                "sharp_rt.precision": precision,
-                "sharp_rt.checkpoint_sha256": sha256,
-            },
-        )
+        with stage("tracing: torch.export to ONNX"):
+            export_onnx(
+                model,
+                staging / ONNX_NAME,
+                dynamic_batch=dynamic_batch,
+                metadata={
+                    "sharp_rt.config": config.name,
+                    "sharp_rt.precision": precision,
+                    "sharp_rt.checkpoint_sha256": sha256,
+                },
+            )
         export_seconds = time.perf_counter() - t0
         del model
         gc.collect()
-        log(f"ONNX written in {export_seconds:.1f} s; checking it")
-        check_onnx(staging / ONNX_NAME, config.internal_resolution, config.num_gaussians, dynamic_batch)
+        with stage("checks: onnx.checker and shape inference"):
+            check_onnx(staging / ONNX_NAME, config.internal_resolution, config.num_gaussians, dynamic_batch)
         validation: dict[str, Any] = {"status": "skipped"}
         if validate:
-            validation = _validate(staging / ONNX_NAME, probe, reference, precision, log)
+            with stage("validation: ONNX Runtime against the reference"):
+                validation = _validate(staging / ONNX_NAME, probe, reference, precision, log)
         (out / MANIFEST_NAME).unlink(missing_ok=True)  # never leave a manifest describing other files
         (out / PLAN_NAME).unlink(missing_ok=True)
         shutil.rmtree(out / "ort-cache", ignore_errors=True)  # derived from the old graph (sharp_rt.engines)
@@ -251,16 +286,18 @@ def export_engine(
     if target == "tensorrt":
         from sharp_rt.export.tensorrt_build import build_plan
 
-        tensorrt_section = build_plan(
-            out / ONNX_NAME,
-            out / PLAN_NAME,
-            resolution=config.internal_resolution,
-            dynamic_batch=dynamic_batch,
-            max_batch=max_batch,
-            log=log,
-        )
+        with stage("tensorrt build"):
+            tensorrt_section = build_plan(
+                out / ONNX_NAME,
+                out / PLAN_NAME,
+                resolution=config.internal_resolution,
+                dynamic_batch=dynamic_batch,
+                max_batch=max_batch,
+                log=log,
+            )
         if validate:
-            validation = _validate_plan(out / PLAN_NAME, probe, reference, precision, validation, log)
+            with stage("tensorrt validation"):
+                validation = _validate_plan(out / PLAN_NAME, probe, reference, precision, validation, log)
 
     files = {"onnx": file_record(out / ONNX_NAME), "onnx_data": file_record(out / ONNX_DATA_NAME)}
     if tensorrt_section is not None:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sharp_rt.core.errors import OutputError, SharpError
+from sharp_rt.export.pipeline import Stage
 from sharp_rt.scaleout.triton_config import (
     CONFIG_NAME,
     INSTANCE_KINDS,
@@ -96,6 +97,7 @@ def export_triton(
     validate: bool = True,
     overwrite: bool = False,
     log: Callable[[str], None] = lambda message: None,
+    stage: Stage | None = None,
 ) -> TritonExportResult:
     """Export a SHARP checkpoint into the Triton model repository ``out_dir`` (see the module docstring).
 
@@ -104,9 +106,11 @@ def export_triton(
     max_batch_size: largest batch Triton's dynamic batcher forms; 0 exports a static batch-1 model.
     instances / instance_kind: ``instance_group`` count and ``gpu`` or ``cpu``.
     queue_delay_us: how long the dynamic batcher waits to fill a batch.
-    An existing ``<out_dir>/<model_name>`` needs ``overwrite``.  User errors raise :class:`SharpError`.
+    An existing ``<out_dir>/<model_name>`` needs ``overwrite``; it is checked, with write
+    access, before the checkpoint is read.  ``log`` / ``stage``: as for ``export_engine``.
+    User errors raise :class:`SharpError`.
     """
-    from sharp_rt.core.atomic import write_atomic
+    from sharp_rt.core.atomic import check_writable, write_atomic
     from sharp_rt.export.pipeline import export_engine
 
     _check_options(model_name, triton_backend, max_batch_size, instances, instance_kind)
@@ -122,7 +126,7 @@ def export_triton(
             f"{repository} already holds a Triton model {model_name!r} ({model_dir})",
             hint="pass --overwrite to replace it, or choose another --model-name / -o",
         )
-    model_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(model_dir)
     config_path.unlink(missing_ok=True)  # no config may describe files that are being replaced
     result = export_engine(
         checkpoint,
@@ -134,6 +138,7 @@ def export_triton(
         max_batch=max(max_batch_size, 1),
         overwrite=overwrite,
         log=log,
+        stage=stage,
     )
     (model_dir / WARMUP_DIR).mkdir(exist_ok=True)
     write_atomic(model_dir / WARMUP_DIR / WARMUP_DISPARITY_FILE, struct.pack("<f", 1.0), overwrite=True)
