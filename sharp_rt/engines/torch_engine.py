@@ -2,8 +2,9 @@
 
 The fallback for users without an exported engine and the baseline for
 benchmarks.  ``bf16`` / ``fp16`` run the three networks in that dtype and keep
-the depth normalization, initializer and composer in float32
-(:meth:`SharpPredictor.to_compute_dtype`).
+the depth normalization, initializer and composer in float32, and the measured
+float32 islands of :mod:`sharp_rt.sharp_ref.mixed_precision` too
+(:meth:`SharpPredictor.to_compute_dtype`, docs/precision.md).
 """
 
 from __future__ import annotations
@@ -59,7 +60,9 @@ class TorchEngine(Engine):
         self._torch = torch
         self.model = model.to(device)
         if precision != "fp32":
-            self.model.to_compute_dtype(getattr(torch, PRECISIONS[precision]))
+            from sharp_rt.sharp_ref.mixed_precision import fp32_islands
+
+            self.model.to_compute_dtype(getattr(torch, PRECISIONS[precision]), fp32_islands(precision))
         config = model.config
         self.info = EngineInfo(
             backend="torch",

@@ -16,6 +16,8 @@ Submodule names equal the official checkpoint's top-level prefixes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
@@ -24,6 +26,7 @@ from sharp_rt.sharp_ref.composer import GaussianComposer, NDCGaussians
 from sharp_rt.sharp_ref.config import SharpConfig
 from sharp_rt.sharp_ref.gaussian_decoder import DeltaHead, GaussianDecoder
 from sharp_rt.sharp_ref.initializer import MultiLayerInitializer
+from sharp_rt.sharp_ref.mixed_precision import add_fp32_islands
 from sharp_rt.sharp_ref.monodepth import MonodepthModel
 
 DISPARITY_CLAMP = (1e-4, 1e4)  # disparity range before depth = factor / disparity
@@ -52,15 +55,22 @@ class SharpPredictor(nn.Module):
     @property
     def compute_dtype(self) -> torch.dtype:
         """Dtype of the networks (see :meth:`to_compute_dtype`); the initializer and composer stay float32."""
-        return self.prediction_head.texture_prediction_head.weight.dtype
+        return self.__dict__.get("_compute_dtype", torch.float32)
 
-    def to_compute_dtype(self, dtype: torch.dtype) -> SharpPredictor:
+    def to_compute_dtype(
+        self, dtype: torch.dtype, fp32_islands: Mapping[str, str] | tuple[str, ...] = ()
+    ) -> SharpPredictor:
         """Run the three networks in ``dtype`` (e.g. bfloat16 / float16); returns ``self``.
 
-        The numerically sensitive depth normalization, initializer and composer stay float32.
+        The numerically sensitive depth normalization, initializer and composer stay
+        float32, and so do the modules named in ``fp32_islands`` (module paths, e.g.
+        :data:`~sharp_rt.sharp_ref.mixed_precision.BF16_FP32_ISLANDS`; see that module).
         """
         for network in (self.monodepth_model, self.feature_model, self.prediction_head):
             network.to(dtype)
+        if dtype != torch.float32:
+            add_fp32_islands(self, fp32_islands, dtype)
+        self._compute_dtype = dtype
         return self
 
     def forward(self, image: torch.Tensor, disparity_factor: torch.Tensor) -> NDCGaussians:
