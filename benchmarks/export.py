@@ -83,9 +83,12 @@ def main() -> None:
         "export": manifest.raw["export"],
         "validation_seconds": validation.get("seconds"),
         "validation_status": validation.get("status"),
-        "p99_rel": {name: float(f"{s['p99_rel']:.2e}") for name, s in validation.get("outputs", {}).items()},
-        "max_rel": {name: float(f"{s['max_rel']:.2e}") for name, s in validation.get("outputs", {}).items()},
-        "covariances": {k: float(f"{v:.2e}") for k, v in validation.get("covariances", {}).items()},
+        "p99_9": {name: float(f"{s['p99_9']:.2e}") for name, s in validation.get("outputs", {}).items()},
+        "max": {name: float(f"{s['max']:.2e}") for name, s in validation.get("outputs", {}).items()},
+        "covariances": {
+            k: float(f"{v:.2e}") for k, v in validation.get("covariances", {}).items() if k != "measure"
+        },
+        "failures": validation.get("failures"),
         "files_mib": {role: round(record.size / 2**20, 1) for role, record in manifest.files.items()},
     }
     if args.golden:

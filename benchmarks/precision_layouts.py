@@ -45,6 +45,7 @@ EVAL_PHOTOS = Path(__file__).resolve().parent / "eval_photos"
 REPORTED = ("covariances", "mean_vectors", "colors", "opacities")
 SHORT_NAMES = {
     "disparity_head": "monodepth_model.monodepth_predictor.head",
+    "disparity_output": "monodepth_model.monodepth_predictor.head.4",
     "monodepth_decoder": "monodepth_model.monodepth_predictor.decoder",
     "spn": "monodepth_model.monodepth_predictor.encoder.upsample_latent0",
     "gaussian_decoder": "feature_model.decoder",
@@ -98,6 +99,14 @@ def torch_outputs(model, image: np.ndarray, factor: np.ndarray) -> dict[str, np.
     return {name: getattr(gaussians, name).float().numpy() for name in OUTPUT_NAMES}
 
 
+def saved_reference(args, seed: int, name: str) -> Path | None:
+    """The float32 outputs saved in ``--reference-dir`` for this preset / seed / photo, if there."""
+    if not args.reference_dir:
+        return None
+    path = Path(args.reference_dir) / f"{args.preset}-seed{seed}-{name}.npz"
+    return path if path.exists() else None
+
+
 def reference(
     args, seed: int, name: str, model, image: np.ndarray, factor: np.ndarray
 ) -> dict[str, np.ndarray]:
@@ -110,7 +119,7 @@ def reference(
             return {key: saved[key] for key in OUTPUT_NAMES}
     outputs = torch_outputs(model, image, factor)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.stem + ".partial.npz")
+    partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.npz")
     np.savez(partial, **outputs)
     partial.replace(path)  # another run may be waiting for this file
     return outputs
@@ -153,10 +162,13 @@ def fp16_errors(args: argparse.Namespace) -> list[dict]:
 
     results = []
     photos = eval_photos(args.photos)
+    from sharp_rt.sharp_ref import get_config
+
+    resolution = get_config(args.preset).internal_resolution
     for seed in args.seeds:
-        model = model_for(args.preset, seed)
-        resolution = model.internal_resolution
         inputs = {photo.stem: prepare(photo, resolution) for photo in photos}
+        saved = all(saved_reference(args, seed, name) for name in inputs)
+        model = None if saved else model_for(args.preset, seed)
         references = {name: reference(args, seed, name, model, *x) for name, x in inputs.items()}
         del model
         for layout in args.layouts:

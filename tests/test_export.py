@@ -124,10 +124,17 @@ def test_fp32_manifest_records_contract_and_passed_validation(fp32_dir, checkpoi
     assert manifest.files["onnx"].size < 0.2 * manifest.files["onnx_data"].size
     validation = manifest.validation
     assert validation["status"] == "passed" and validation["failures"] == []
+    assert validation["probe"]["kind"] == "photo"
     for name in OUTPUT_NAMES:
         stats = validation["outputs"][name]
-        assert stats["max_rel"] < 1e-4 and stats["nonfinite"] == 0, (name, stats)
-    assert validation["covariances"]["max_rel"] < 1e-4
+        assert stats["max"] < 1e-4 and stats["nonfinite"] == 0, (name, stats)
+        assert stats["p99"] <= stats["p99_9"] <= stats["max"]
+    assert validation["covariances"]["max"] < 1e-4
+    assert manifest.raw["layout"] == {
+        "compute": "float32",
+        "fp32_islands": {},
+        "fp32_always": ["inputs and outputs", "depth normalization and initializer", "composer"],
+    }
     assert {"sharp_rt", "torch", "onnx", "onnxruntime"} <= set(manifest.raw["versions"])
 
 
@@ -158,40 +165,94 @@ def test_fp32_onnx_matches_sharp_ref_on_a_golden_input(fp32_dir, tiny_model):
     engine = run_onnx(onnxruntime_session(fp32_dir / "model.onnx"), x.numpy(), factor.numpy())
     result = compare_outputs(engine, reference, "fp32")
     assert result["status"] == "passed", result["failures"]
-    assert max(stats["max_rel"] for stats in result["outputs"].values()) < 1e-4
+    assert max(stats["max"] for stats in result["outputs"].values()) < 1e-4
 
 
 # --------------------------------------------------------------------------- fp16
 
 
-def test_fp16_graph_is_mixed_precision_with_fp32_io(fp16_dir):
-    model = onnx.load(str(fp16_dir / "model.onnx"), load_external_data=False)
-    initializers = {i.name: i for i in model.graph.initializer}
-    heavy = [n for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose", "MatMul", "Gemm")]
-    weights = [initializers[name] for n in heavy for name in n.input if name in initializers]
-    assert len(weights) > 50 and {w.data_type for w in weights} == {onnx.TensorProto.FLOAT16}
-    io = list(model.graph.input) + list(model.graph.output)
-    assert {v.type.tensor_type.elem_type for v in io} == {onnx.TensorProto.FLOAT}
+def module_path(node) -> str:
+    """The SharpPredictor module path of an exported node (wrapper levels removed), from its metadata."""
+    namespace = {p.key: p.value for p in node.metadata_props}["namespace"]
+    path = namespace.split("/")[-2].split(":")[0]  # innermost module: "predictor.a.b.c: Class"
+    parts = path.split(".")[1:]  # drop the exported wrapper's "predictor"
+    return ".".join(part for part in parts if part not in ("inner", "module"))
+
+
+def onnx_types(model) -> dict[str, int]:
     inferred = onnx.shape_inference.infer_shapes(model)
     types = {
         v.name: v.type.tensor_type.elem_type for v in (*inferred.graph.value_info, *inferred.graph.input)
     }
     types.update({i.name: i.data_type for i in model.graph.initializer})
+    return types
+
+
+def test_fp16_graph_dtypes_follow_the_named_fp32_islands(fp16_dir):
+    from sharp_rt.sharp_ref.mixed_precision import FP16_FP32_ISLANDS
+
+    model = onnx.load(str(fp16_dir / "model.onnx"), load_external_data=False)
+    initializers = {i.name for i in model.graph.initializer}
+    types = onnx_types(model)
+    weighted = [
+        n
+        for n in model.graph.node
+        if n.op_type in ("Conv", "ConvTranspose", "MatMul", "Gemm") and n.input[1] in initializers
+    ]
+    assert len(weighted) > 50
+    in_island: dict[str, list] = {island: [] for island in FP16_FP32_ISLANDS}
+    for node in weighted:
+        path = module_path(node)
+        islands = [i for i in FP16_FP32_ISLANDS if path == i or path.startswith(i + ".")]
+        expected = onnx.TensorProto.FLOAT if islands else onnx.TensorProto.FLOAT16
+        assert types[node.input[1]] == expected, (path, node.op_type)  # the weight
+        assert types[node.input[0]] == expected, (path, node.op_type)  # the activation it multiplies
+        for island in islands:
+            in_island[island].append(path)
+    assert all(in_island.values()), in_island  # every named island is in the graph, in float32
+    io = list(model.graph.input) + list(model.graph.output)
+    assert {v.type.tensor_type.elem_type for v in io} == {onnx.TensorProto.FLOAT}
     norms = [n for n in model.graph.node if n.op_type in ("LayerNormalization", "InstanceNormalization")]
     assert len(norms) >= 18
     assert all(types[n.input[0]] == onnx.TensorProto.FLOAT for n in norms)  # statistics in fp32
     softmax_types = {types[n.input[0]] for n in model.graph.node if n.op_type == "Softmax"}
     assert softmax_types == {onnx.TensorProto.FLOAT16}  # attention in fp16
-    convs = [n for n in model.graph.node if n.op_type == "Conv"]
-    assert all(types[n.input[1]] == onnx.TensorProto.FLOAT16 for n in convs)
 
 
-def test_fp16_manifest_validation(fp16_dir):
+def test_precision_doc_lists_the_fp16_islands():
+    from pathlib import Path
+
+    from sharp_rt.sharp_ref.mixed_precision import BF16_FP32_ISLANDS, FP16_FP32_ISLANDS
+
+    doc = (Path(__file__).parents[1] / "docs" / "precision.md").read_text()
+    layouts = {}
+    for name in ("fp16", "bf16"):
+        section = doc.split(f"<!-- {name} islands -->")[1].split("<!-- end -->")[0]
+        layouts[name] = {line.split("`")[1] for line in section.splitlines() if line.startswith("| `")}
+    assert layouts == {"fp16": set(FP16_FP32_ISLANDS), "bf16": set(BF16_FP32_ISLANDS)}
+
+
+def test_fp16_manifest_validation_meets_the_bounds_on_the_probe_photo(fp16_dir):
+    from sharp_rt.export.validate import TOLERANCES
+    from sharp_rt.sharp_ref.mixed_precision import FP16_FP32_ISLANDS
+
     manifest = read_manifest(fp16_dir, precision="fp16")
     validation = manifest.validation
-    assert validation["status"] == "passed"
-    assert validation["tolerance"]["rel"] > 1e-3
+    assert validation["status"] == "passed", validation["failures"]
+    assert validation["probe"]["kind"] == "photo" and validation["probe"]["photo"] == "grace_hopper.jpg"
+    tolerance = TOLERANCES["fp16"]
+    assert tolerance.min_fraction_within >= 0.999
+    sections = {**validation["outputs"], "covariances": validation["covariances"]}
+    for measure, bound in tolerance.bounds.items():
+        stats = sections[measure]
+        assert stats["fraction_within"] >= tolerance.min_fraction_within, (measure, stats)
+        assert stats["max"] <= bound.max, (measure, stats)
+    assert validation["tolerance"]["bounds"]["covariances"] == {
+        "within": 1e-2,
+        "max": tolerance.bounds["covariances"].max,
+    }
     assert all(stats["nonfinite"] == 0 for stats in validation["outputs"].values())
+    assert manifest.raw["layout"]["fp32_islands"] == dict(FP16_FP32_ISLANDS)
     assert manifest.files["onnx_data"].size < 0.6 * 6_270_208  # about half the fp32 weights
 
 
@@ -274,42 +335,78 @@ def test_foreign_format_version_and_failed_validation(fp32_copy):
 # --------------------------------------------------------------------------- validation measures
 
 
-def test_validation_flags_nan_and_errors_beyond_tolerance(tiny_model):
+@pytest.fixture(scope="module")
+def probe_reference(tiny_model):
     from sharp_rt.export.validate import probe_image, reference_outputs
 
-    probe = probe_image(384)
-    reference = reference_outputs(tiny_model, *probe)
+    return reference_outputs(tiny_model, *probe_image(384))
+
+
+def copy_outputs(outputs):
+    return {name: value.copy() for name, value in outputs.items()}
+
+
+def test_validation_passes_equal_outputs_and_flags_errors_beyond_the_bounds(probe_reference):
+    reference = probe_reference
     assert compare_outputs(reference, reference, "fp32")["status"] == "passed"
-    noisy = {name: value.copy() for name, value in reference.items()}
-    noisy["colors"][0, :300] *= 1.01  # 300 Gaussians (0.4 %) 1 % off
+    noisy = copy_outputs(reference)
+    noisy["colors"][0, :300] += 2e-3  # 300 Gaussians (0.4 %) 2e-3 off
     result = compare_outputs(noisy, reference, "fp32")
     assert result["status"] == "failed"
-    assert result["outputs"]["colors"]["fraction_outside"] == pytest.approx(300 / 73728)
-    assert compare_outputs(noisy, reference, "fp16")["status"] == "passed"  # 1 % is inside fp16 bounds
-    broken = {name: value.copy() for name, value in reference.items()}
-    broken["quaternions"][0, 5, 0] = np.nan
-    result = compare_outputs(broken, reference, "fp16")
-    assert result["status"] == "failed" and result["outputs"]["quaternions"]["nonfinite"] == 1
-    assert any("NaN" in failure for failure in result["failures"])
-    scaled = {name: value.copy() for name, value in reference.items()}
+    assert result["outputs"]["colors"]["fraction_within"] == pytest.approx(1 - 300 / 73728)
+    assert compare_outputs(noisy, reference, "fp16")["status"] == "passed"  # 2e-3 is inside fp16 bounds
+    scaled = copy_outputs(reference)
     scaled["singular_values"][0, :, 0] *= 1.1  # anisotropic: changes the covariances
     result = compare_outputs(scaled, reference, "fp16")
-    assert result["covariances"]["fraction_outside"] > 0.5 and result["status"] == "failed"
+    assert result["covariances"]["fraction_within"] < 0.5 and result["status"] == "failed"
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_validation_fails_on_nan_and_inf(probe_reference, value):
+    broken = copy_outputs(probe_reference)
+    broken["quaternions"][0, 5, 0] = value
+    result = compare_outputs(broken, probe_reference, "fp16")
+    assert result["status"] == "failed" and result["outputs"]["quaternions"]["nonfinite"] == 1
+    assert any("NaN/inf" in failure for failure in result["failures"])
+    assert result["covariances"]["max"] == np.inf
+
+
+def test_validation_fails_when_a_few_gaussians_break_the_maximum(probe_reference):
+    from sharp_rt.export.validate import TOLERANCES
+
+    broken = copy_outputs(probe_reference)
+    broken["opacities"][0, :7] = 1.0 - broken["opacities"][0, :7]  # 7 of 73,728 Gaussians: far inside 0.1 %
+    broken["mean_vectors"][0, 100:103] *= 1.5
+    result = compare_outputs(broken, probe_reference, "fp16")
+    assert result["status"] == "failed"
+    tolerance = TOLERANCES["fp16"]
+    for measure in ("opacities", "mean_vectors"):
+        stats = result["outputs"][measure]
+        assert stats["fraction_within"] >= tolerance.min_fraction_within  # the fraction alone would pass
+        assert stats["max"] > tolerance.bounds[measure].max
+        assert any(failure.startswith(f"{measure}: largest error") for failure in result["failures"])
 
 
 def test_mixed_precision_keeps_norms_and_composer_fp32(tiny_state):
     from sharp_rt.export.precision import Fp32Norm, to_mixed_fp16
     from sharp_rt.sharp_ref import predictor_from_state_dict, tiny_config
+    from sharp_rt.sharp_ref.mixed_precision import Fp32Island
 
-    model = to_mixed_fp16(predictor_from_state_dict(tiny_state, tiny_config()))
+    islands = {"monodepth_model.monodepth_predictor.head": "", "feature_model.texture_head": ""}
+    model = to_mixed_fp16(predictor_from_state_dict(tiny_state, tiny_config()), islands)
     norms = [m for m in model.modules() if isinstance(m, Fp32Norm)]
-    assert len(norms) == 2 * (4 * 2 + 1) + 2 * 2 * 2  # 2 ViTs (2 per block + final); 2 heads x 2 blocks x 2
+    assert len(norms) == 2 * (4 * 2 + 1) + 2 * 2  # 2 ViTs (2 per block + final); geometry head: 2 blocks x 2
     key = "monodepth_model.monodepth_predictor.encoder.patch_encoder.blocks.0.norm1.weight"
     wrapped = model.monodepth_model.inner.monodepth_predictor.encoder.patch_encoder.blocks[0].norm1.norm
     assert wrapped.weight.dtype == torch.float32 and torch.equal(
         wrapped.weight, tiny_state[key]
     )  # no rounding
     assert model.prediction_head.texture_prediction_head.weight.dtype == torch.float16
+    texture_head = model.feature_model.inner.texture_head
+    assert isinstance(texture_head, Fp32Island) and texture_head.output_dtype == torch.float16
+    assert {p.dtype for p in texture_head.parameters()} == {torch.float32}
+    disparity_head = model.monodepth_model.inner.monodepth_predictor.head
+    assert isinstance(disparity_head, Fp32Island) and disparity_head.output_dtype is None  # feeds fp32 code
     x = torch.rand(1, 3, 384, 384)
     with torch.inference_mode():
         out = model(x, torch.tensor([0.8]))

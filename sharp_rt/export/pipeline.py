@@ -3,8 +3,8 @@
 ```
 check the output folder (no engine there unless --overwrite; writable) before reading anything big
 read checkpoint, detect config, sha256
-  ├─ (validate) sharp_ref fp32 on the probe ──────────────────────┐ reference outputs
-  ├─ (fp16) to_mixed_fp16, in place                                │
+  ├─ (validate) sharp_ref fp32 on the probe photo ────────────────┐ reference outputs
+  ├─ (fp16) to_mixed_fp16 (named fp32 islands), in place          │
   ├─ export to <out>/.export-<pid>/model.onnx(+.data); free model  │
   ├─ onnx.checker + shape inference                                │
   ├─ (validate) ONNX Runtime on the probe ── compare ─────────────┘ -> errors
@@ -115,6 +115,20 @@ def _versions() -> dict[str, str]:
     return versions
 
 
+def precision_layout(precision: str) -> dict[str, Any]:
+    """The manifest's ``layout``: the compute dtype and which parts stay float32 (docs/precision.md)."""
+    from sharp_rt.sharp_ref.mixed_precision import FP16_FP32_ISLANDS
+
+    always = ["inputs and outputs", "depth normalization and initializer", "composer"]
+    if precision == "fp32":
+        return {"compute": "float32", "fp32_islands": {}, "fp32_always": always}
+    return {
+        "compute": "float16",
+        "fp32_islands": dict(FP16_FP32_ISLANDS),
+        "fp32_always": [*always, "every LayerNorm / GroupNorm (statistics and affine)"],
+    }
+
+
 def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
     """Refuse a folder that holds an engine (unless ``overwrite``) or cannot be written; create it."""
     from sharp_rt.core.atomic import check_writable
@@ -133,7 +147,7 @@ def _validate(
 ) -> dict[str, Any]:
     import onnxruntime
 
-    from sharp_rt.export.validate import compare_outputs, onnxruntime_session, run_onnx
+    from sharp_rt.export.validate import PROBE_PHOTO, compare_outputs, onnxruntime_session, run_onnx
 
     started = time.perf_counter()
     try:
@@ -147,17 +161,27 @@ def _validate(
     result = compare_outputs(outputs, reference, precision)
     result["runtime"] = f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider"
     result["probe"] = {
-        "kind": "smooth synthetic image (sharp_rt.export.validate.probe_image)",
+        "kind": "photo",
+        "photo": PROBE_PHOTO,
+        "source": "matplotlib sample data (mpl-data/sample_data), US Navy photograph, public domain",
+        "preprocessing": "as sharp-rt predict: decode, 30 mm default focal length, bilinear resize to S",
         "batch": int(probe[0].shape[0]),
         "disparity_factor": [float(v) for v in probe[1]],
     }
     result["seconds"] = round(time.perf_counter() - started, 1)
-    worst = max(result["outputs"].items(), key=lambda item: item[1]["p99_rel"])
-    log(
-        f"Validation {result['status']}: worst p99 relative error {worst[1]['p99_rel']:.1e} ({worst[0]}), "
-        f"covariances {result['covariances']['p99_rel']:.1e}"
-    )
+    log(f"Validation {result['status']}: {_error_summary(result)}")
+    for failure in result["failures"]:
+        log(f"  {failure}")
     return result
+
+
+def _error_summary(result: dict[str, Any]) -> str:
+    """One line: p99.9 / max of the bounded measures."""
+    sections = {**result["outputs"], "covariances": result["covariances"]}
+    return ", ".join(
+        f"{name} p99.9 {sections[name]['p99_9']:.1e} max {sections[name]['max']:.1e}"
+        for name in result["tolerance"]["bounds"]
+    )
 
 
 def _validate_plan(plan: Path, probe, reference, precision: str, validation: dict, log) -> dict[str, Any]:
@@ -169,7 +193,7 @@ def _validate_plan(plan: Path, probe, reference, precision: str, validation: dic
 
     engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan.read_bytes())
     result = compare_outputs(run_plan(engine, *probe), reference, precision)
-    log(f"TensorRT validation {result['status']}: covariances p99 {result['covariances']['p99_rel']:.1e}")
+    log(f"TensorRT validation {result['status']}: {_error_summary(result)}")
     failures = validation["failures"] + [f"tensorrt {failure}" for failure in result["failures"]]
     status = "failed" if failures else "passed"
     return {**validation, "status": status, "failures": failures, "tensorrt": result}
@@ -194,7 +218,8 @@ def export_engine(
     precision: ``fp32`` or ``fp16`` (mixed precision carried by the ONNX graph).
     target: ``onnx``, or ``tensorrt`` (also builds ``model.plan``; needs TensorRT and a GPU).
     out_dir: default ``engines/<config>-<precision>``.
-    validate: run the ONNX with ONNX Runtime on a probe and compare with ``sharp_ref`` fp32.
+    validate: run the ONNX with ONNX Runtime on the probe photo and compare with ``sharp_ref`` fp32
+    (bounds: :data:`sharp_rt.export.validate.TOLERANCES`; NaN/inf always fails).
     max_batch: largest batch of the TensorRT profile of a ``dynamic_batch`` plan.
     log: called with what the export does and found; stage: see the module docstring.
     The output folder is checked (an existing engine, write access) before the checkpoint is read.
@@ -318,6 +343,7 @@ def export_engine(
         "outputs": [spec.to_json() for spec in outputs],
         "checkpoint": {"sha256": sha256, "file": checkpoint_path.name},
         "files": {role: record.to_json() for role, record in files.items()},
+        "layout": precision_layout(precision),
         "validation": validation,
         "tensorrt": tensorrt_section,
         "export": {

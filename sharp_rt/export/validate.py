@@ -1,27 +1,32 @@
-"""Validation built into export: run the ONNX file on a probe and compare with ``sharp_ref`` in fp32.
+"""Validation built into export: run the ONNX file on a real photo and compare with ``sharp_ref`` in fp32.
 
-Error measures, per output and per Gaussian ``i`` (all batch entries pooled):
+The probe is a photo (:data:`PROBE_PHOTO`, public domain, shipped with the
+package and used by no layout or threshold choice), decoded and preprocessed
+exactly as ``sharp-rt predict`` does with a user's photo.
 
-* ``max_abs`` / ``mean_abs``: of ``|a - b|`` over all components;
-* relative error ``e_i = ||a_i - b_i|| / max(||b_i||, floor)`` (vector norms over the
-  output's components; ``floor`` keeps near-black colours and tiny opacities
-  from dominating): ``max_rel``, ``p99_rel``, and ``fraction_outside``, the
-  fraction of Gaussians with ``e_i`` above the precision's ``rel`` tolerance;
-* covariances ``C = R(q) diag(s²) R(q)ᵀ`` (float64 numpy, quaternions
-  normalized): ``||Ca - Cb||_F / ||Cb||_F`` per Gaussian, same statistics;
-* NaN / inf counts per output (any non-finite value fails).
+Per-Gaussian error measures (:data:`ERROR_MEASURES`, all batch entries pooled):
 
-An export passes if, for every output and the covariances, ``fraction_outside``
-is at most the precision's ``max_fraction_outside``, and ``p99_rel`` is at most
-``p99_rel``.  The tolerances are :data:`TOLERANCES` (fp16 values measured, see
-``docs/engine-contract.md``).
+* covariances ``C = R(q) diag(s²) R(q)ᵀ`` (float64, quaternions normalized):
+  relative Frobenius error ``‖Ca − Cb‖_F / ‖Cb‖_F``;
+* means: relative error ``‖a − b‖ / max(‖b‖, 1e-3)``;
+* colours: absolute error, the largest of R, G, B (linear RGB in (0, 1));
+* opacities: absolute error;
+* scales and raw quaternions: relative errors (recorded; bounded through the covariances);
+* NaN / inf: a Gaussian with any non-finite value counts as an infinite error.
+
+Each measure is summarized by p99, p99.9 and max.  An export passes if nothing
+is NaN/inf and, for every bounded measure of the precision's :class:`Tolerance`,
+at least ``min_fraction_within`` of the Gaussians are within the bound's
+``within`` and the largest error is at most its ``max``.  Why these numbers:
+docs/precision.md (fp16, measured on an evaluation set of photos) and
+docs/engine-contract.md section 6 (fp32).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -29,50 +34,95 @@ import numpy as np
 
 from sharp_rt.core.contract import OUTPUT_NAMES
 
-PROBE_DISPARITY_FACTOR = 0.8333333  # f_px / W of a 3:2 photo with the 30 mm default focal length
-FLOORS = {"mean_vectors": 1e-3, "singular_values": 0.0, "quaternions": 0.0, "colors": 1e-2, "opacities": 1e-2}
+# Commodore Grace M. Hopper, US Navy photograph (public domain), as shipped in matplotlib's sample data.
+PROBE_PHOTO = "grace_hopper.jpg"
+PROBE_MIRRORED_FACTOR_SCALE = 1.25  # batch entry k > 0: the photo mirrored, f_px / W times 1.25^k
+FLOORS = {"mean_vectors": 1e-3}
+# Which error measure summarizes each output.
+OUTPUT_MEASURES = {
+    "mean_vectors": "mean_vectors",
+    "singular_values": "singular_values",
+    "quaternions": "quaternions",
+    "colors": "colors",
+    "opacities": "opacities",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Bound:
+    """Bound on one per-Gaussian error measure."""
+
+    within: float  # a Gaussian is "within" when its error is at most this
+    max: float  # bound on the largest error of any Gaussian
+
+    def to_json(self) -> dict[str, float]:
+        """JSON form."""
+        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass(frozen=True)
 class Tolerance:
-    """Bounds on the per-Gaussian relative errors of one precision."""
+    """What one precision must meet against ``sharp_ref`` in fp32."""
 
-    rel: float  # a Gaussian is "outside" when its relative error exceeds this
-    max_fraction_outside: float  # largest allowed fraction of Gaussians outside
-    p99_rel: float  # bound on the 99th percentile of the relative errors
+    min_fraction_within: float  # fraction of Gaussians that must be within every bound's ``within``
+    bounds: Mapping[str, Bound]  # error measure (key of ERROR_MEASURES) -> bound
 
-    def to_json(self) -> dict[str, float]:
-        """JSON form of the tolerance."""
-        return dataclasses.asdict(self)
+    def to_json(self) -> dict[str, Any]:
+        """JSON form."""
+        return {
+            "min_fraction_within": self.min_fraction_within,
+            "bounds": {name: bound.to_json() for name, bound in self.bounds.items()},
+        }
 
 
 TOLERANCES: dict[str, Tolerance] = {
-    # fp32: ORT vs torch on the full model differs by up to ~5e-4 on the raw quaternions (the reference's
-    # own fp32 rounding noise, cf. fp64 vs fp32: 1.1e-4 on tiny1536); 0.01-0.04 % of Gaussians, those
-    # with near-degenerate quaternions, exceed 1e-3 relative.
-    "fp32": Tolerance(rel=1e-3, max_fraction_outside=1e-3, p99_rel=1e-3),
-    "fp16": Tolerance(rel=3e-2, max_fraction_outside=1e-3, p99_rel=1e-2),
+    # fp32: ONNX Runtime vs torch is float32 rounding noise, largest on the full model (24-block ViT-L):
+    # raw quaternions up to 5.4e-4 apart (p99 3.8e-4), covariances max 4.3e-3 (p99 5.1e-4), means 1.5e-6,
+    # colours 2.7e-5, opacities 2.6e-4 (docs/engine-contract.md section 6).  The covariance error exceeds
+    # 1e-3 only where the raw quaternion is short (0.04 % of the Gaussians); the maxima leave ~5x room.
+    "fp32": Tolerance(
+        min_fraction_within=0.999,
+        bounds={
+            "covariances": Bound(within=1e-3, max=2e-2),
+            "mean_vectors": Bound(within=1e-4, max=1e-3),
+            "colors": Bound(within=1e-4, max=1e-3),
+            "opacities": Bound(within=5e-4, max=5e-3),
+        },
+    ),
+    # fp16: the promised bounds (99.9 % within); the maxima are the largest errors measured with the
+    # FP16_FP32_ISLANDS layout on the evaluation photos and seeds, with room (docs/precision.md).
+    "fp16": Tolerance(
+        min_fraction_within=0.999,
+        bounds={
+            "covariances": Bound(within=1e-2, max=5e-2),
+            "mean_vectors": Bound(within=5e-3, max=1e-2),
+            "colors": Bound(within=1e-2, max=2e-2),
+            "opacities": Bound(within=1e-2, max=2e-2),
+        },
+    ),
 }
 
 
-def probe_image(resolution: int, batch: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Make the deterministic smooth probe: image float32 [B, 3, S, S] in [0, 1], disparity_factor [B].
+def probe_photo_path() -> Path:
+    """Path of the packaged probe photo."""
+    return Path(str(resources.files("sharp_rt.export").joinpath("data", PROBE_PHOTO)))
 
-    Low-frequency sinusoids plus a soft bright disc and a soft dark square, so
-    depth, colour and scale vary over the frame; batch entry ``k > 0`` is entry
-    0 mirrored ``k`` times and gets its own disparity factor.
+
+def probe_image(resolution: int, batch: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The probe photo, fed as a user's photo: image float32 [B, 3, S, S], disparity_factor [B].
+
+    Decoded and preprocessed like ``sharp-rt predict`` (EXIF / 30 mm focal
+    length, bilinear resize to S).  Batch entry ``k > 0`` is the photo mirrored
+    ``k`` times, with ``f_px / W`` scaled by 1.25^k, so a batch holds different inputs.
     """
-    v, u = np.meshgrid(np.linspace(0.0, 1.0, resolution), np.linspace(0.0, 1.0, resolution), indexing="ij")
-    disc = 1.0 / (1.0 + np.exp((np.hypot(u - 0.35, v - 0.4) - 0.18) * 60.0))
-    square = 1.0 / (1.0 + np.exp((np.maximum(np.abs(u - 0.7), np.abs(v - 0.65)) - 0.12) * 60.0))
-    base = [
-        0.45 + 0.25 * np.sin(2 * math.pi * (1.3 * u + 0.4 * v)) + 0.1 * np.cos(2 * math.pi * 3.1 * v),
-        0.5 + 0.2 * np.cos(2 * math.pi * (0.7 * u - 1.1 * v)) + 0.1 * np.sin(2 * math.pi * 2.3 * u * v),
-        0.4 + 0.3 * v - 0.15 * np.sin(2 * math.pi * 1.7 * u),
-    ]
-    image = np.stack([np.clip(c + 0.35 * disc - 0.3 * square, 0.0, 1.0) for c in base]).astype(np.float32)
+    from sharp_rt.runtime.image_io import load_image
+    from sharp_rt.runtime.preprocess import preprocess
+
+    loaded = load_image(probe_photo_path())
+    image = preprocess(loaded.image, resolution)[0]
+    factor = loaded.f_px / loaded.image.shape[1]
     images = np.stack([image if k % 2 == 0 else image[..., ::-1] for k in range(batch)])
-    factors = np.array([PROBE_DISPARITY_FACTOR * (1.0 + 0.25 * k) for k in range(batch)], dtype=np.float32)
+    factors = np.array([factor * PROBE_MIRRORED_FACTOR_SCALE**k for k in range(batch)], dtype=np.float32)
     return np.ascontiguousarray(images), factors
 
 
@@ -115,19 +165,75 @@ def _per_gaussian(array: np.ndarray) -> np.ndarray:
     return a.reshape(a.shape[0] * a.shape[1], -1)
 
 
-def _rel_stats(errors: np.ndarray, tolerance: Tolerance) -> dict[str, float]:
-    finite = np.where(np.isfinite(errors), errors, np.inf)
-    return {
-        "max_rel": float(np.max(finite)),
-        "p99_rel": float(np.quantile(finite, 0.99)),
-        "fraction_outside": float(np.mean(finite > tolerance.rel)),
-    }
-
-
 def _covariances(quaternions: np.ndarray, singular_values: np.ndarray) -> np.ndarray:
     from sharp_rt.runtime.linalg import covariances_from_quaternions
 
     return covariances_from_quaternions(quaternions, singular_values)  # [M, 3, 3] float64
+
+
+# Per-Gaussian error measures (name -> what it is); the keys of :func:`gaussian_errors`.
+ERROR_MEASURES = {
+    "covariances": "relative Frobenius error of C = R(q) diag(s^2) R(q)^T (quaternions normalized)",
+    "mean_vectors": "relative error |a - b| / max(|b|, 1e-3)",
+    "singular_values": "relative error |a - b| / |b|",
+    "quaternions": "relative error of the raw (unnormalized) quaternion",
+    "colors": "absolute error, largest of R, G, B",
+    "opacities": "absolute error",
+}
+
+
+def gaussian_errors(
+    engine: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Per-Gaussian errors of ``engine`` against ``reference`` (batch entries pooled).
+
+    engine, reference: the five outputs, ``[B, N, k]`` / ``[B, N]``.
+    Returns measure name (:data:`ERROR_MEASURES`) -> float64 ``[B*N]``; a
+    Gaussian with a NaN/inf anywhere in its engine values gets ``inf``.
+    """
+    a = {name: _per_gaussian(engine[name]) for name in OUTPUT_NAMES}
+    b = {name: _per_gaussian(reference[name]) for name in OUTPUT_NAMES}
+    for name in OUTPUT_NAMES:
+        if a[name].shape != b[name].shape:
+            raise ValueError(
+                f"{name}: engine shape {engine[name].shape} != reference {reference[name].shape}"
+            )
+    finite = np.all([np.isfinite(a[name]).all(axis=1) for name in OUTPUT_NAMES], axis=0)  # [M]
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # NaN/inf inputs: flagged below
+        return _errors(a, b, finite)
+
+
+def _errors(a: dict[str, np.ndarray], b: dict[str, np.ndarray], finite: np.ndarray) -> dict[str, np.ndarray]:
+    cov_a = _covariances(a["quaternions"], a["singular_values"])
+    cov_b = _covariances(b["quaternions"], b["singular_values"])
+    errors = {
+        "covariances": np.linalg.norm(cov_a - cov_b, axis=(1, 2)) / np.linalg.norm(cov_b, axis=(1, 2)),
+        "mean_vectors": np.linalg.norm(a["mean_vectors"] - b["mean_vectors"], axis=1)
+        / np.maximum(np.linalg.norm(b["mean_vectors"], axis=1), FLOORS["mean_vectors"]),
+        "singular_values": np.linalg.norm(a["singular_values"] - b["singular_values"], axis=1)
+        / np.linalg.norm(b["singular_values"], axis=1),
+        "quaternions": np.linalg.norm(a["quaternions"] - b["quaternions"], axis=1)
+        / np.linalg.norm(b["quaternions"], axis=1),
+        "colors": np.max(np.abs(a["colors"] - b["colors"]), axis=1),
+        "opacities": np.abs(a["opacities"] - b["opacities"])[:, 0],
+    }
+    return {name: np.where(finite & np.isfinite(e), e, np.inf) for name, e in errors.items()}
+
+
+def error_quantiles(errors: np.ndarray) -> dict[str, float]:
+    """p99, p99.9 and max of per-Gaussian errors (``inf`` if any is non-finite)."""
+    return {
+        "p99": float(np.quantile(errors, 0.99)),
+        "p99_9": float(np.quantile(errors, 0.999)),
+        "max": float(np.max(errors)),
+    }
+
+
+def _summary(errors: np.ndarray, bound: Bound | None) -> dict[str, float]:
+    stats = error_quantiles(errors)
+    if bound is not None:
+        stats["fraction_within"] = float(np.mean(errors <= bound.within))
+    return stats
 
 
 def compare_outputs(
@@ -136,41 +242,41 @@ def compare_outputs(
     """Compare engine outputs with the fp32 reference; returns the manifest's ``validation`` section.
 
     Keys: ``status`` (``passed`` / ``failed``), ``tolerance``, ``outputs`` (name ->
-    max_abs, mean_abs, max_rel, p99_rel, fraction_outside, nonfinite),
-    ``covariances`` (max_rel, p99_rel, fraction_outside) and ``failures``.
+    measure, p99, p99_9, max, [fraction_within], max_abs, mean_abs, nonfinite),
+    ``covariances`` (measure, p99, p99_9, max, fraction_within) and ``failures``
+    (one line per violated bound).  Raises ``ValueError`` if shapes differ.
     """
     tolerance = TOLERANCES[precision]
-    outputs: dict[str, dict[str, float]] = {}
+    errors = gaussian_errors(engine, reference)
     failures: list[str] = []
+    outputs: dict[str, dict[str, Any]] = {}
     for name in OUTPUT_NAMES:
         a, b = _per_gaussian(engine[name]), _per_gaussian(reference[name])
-        if a.shape != b.shape:
-            raise ValueError(
-                f"{name}: engine shape {engine[name].shape} != reference {reference[name].shape}"
-            )
         nonfinite = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
-        diff = np.abs(a - b)
-        errors = np.linalg.norm(a - b, axis=1) / np.maximum(np.linalg.norm(b, axis=1), FLOORS[name] or 1e-30)
-        stats = {
-            "max_abs": float(np.max(diff)),
-            "mean_abs": float(np.mean(diff)),
-            **_rel_stats(errors, tolerance),
+        measure = OUTPUT_MEASURES[name]
+        outputs[name] = {
+            "measure": ERROR_MEASURES[measure],
+            **_summary(errors[measure], tolerance.bounds.get(measure)),
+            "max_abs": float(np.max(np.abs(a - b))) if not nonfinite else float("inf"),
+            "mean_abs": float(np.mean(np.abs(a - b))) if not nonfinite else float("inf"),
+            "nonfinite": nonfinite,
         }
-        stats["nonfinite"] = nonfinite
-        outputs[name] = stats
         if nonfinite:
             failures.append(f"{name}: {nonfinite} NaN/inf values")
-    cov_a = _covariances(_per_gaussian(engine["quaternions"]), _per_gaussian(engine["singular_values"]))
-    cov_b = _covariances(_per_gaussian(reference["quaternions"]), _per_gaussian(reference["singular_values"]))
-    cov_errors = np.linalg.norm(cov_a - cov_b, axis=(1, 2)) / np.linalg.norm(cov_b, axis=(1, 2))
-    covariances = _rel_stats(cov_errors, tolerance)
-    for name, stats in [*outputs.items(), ("covariances", covariances)]:
-        if stats["fraction_outside"] > tolerance.max_fraction_outside:
+    covariances = {
+        "measure": ERROR_MEASURES["covariances"],
+        **_summary(errors["covariances"], tolerance.bounds["covariances"]),
+    }
+    sections = {**outputs, "covariances": covariances}
+    for measure, bound in tolerance.bounds.items():
+        stats = sections[measure]
+        if stats["fraction_within"] < tolerance.min_fraction_within:
             failures.append(
-                f"{name}: {stats['fraction_outside']:.2e} of Gaussians above rel {tolerance.rel:g}"
+                f"{measure}: {100 * stats['fraction_within']:.3f} % of Gaussians within {bound.within:g}, "
+                f"{100 * tolerance.min_fraction_within:g} % required"
             )
-        elif stats["p99_rel"] > tolerance.p99_rel:
-            failures.append(f"{name}: p99 relative error {stats['p99_rel']:.2e} > {tolerance.p99_rel:g}")
+        if not stats["max"] <= bound.max:  # also catches NaN
+            failures.append(f"{measure}: largest error {stats['max']:.2e} > {bound.max:g}")
     return {
         "status": "failed" if failures else "passed",
         "tolerance": tolerance.to_json(),

@@ -38,10 +38,7 @@ NETWORK_OUTPUTS = (
 )
 
 FP16_FP32_ISLANDS: Mapping[str, str] = {
-    DISPARITY_HEAD: "disparity head (3 convs + ReLUs: monodepth disparity)",
-    "feature_model.fusion": "Gaussian decoder's last fusion block (decoder features + image/disparity skip)",
-    "feature_model.texture_head": "texture head (2 GroupNorm residual blocks, 1x1 conv)",
-    DELTA_HEAD: "delta head (1x1 convs to the 14 x 2 deltas)",
+    f"{DISPARITY_HEAD}.4": "disparity head's last conv (1x1 to the 2 disparity layers): disparity stays fp32",
 }
 
 BF16_FP32_ISLANDS: Mapping[str, str] = {
