@@ -375,7 +375,7 @@ def test_validation_fails_when_a_few_gaussians_break_the_maximum(probe_reference
     from sharp_rt.export.validate import TOLERANCES
 
     broken = copy_outputs(probe_reference)
-    broken["opacities"][0, :7] = 1.0 - broken["opacities"][0, :7]  # 7 of 73,728 Gaussians: far inside 0.1 %
+    broken["opacities"][0, :7] += 0.2  # 7 of 73,728 Gaussians: far inside the 0.1 % allowed outside
     broken["mean_vectors"][0, 100:103] *= 1.5
     result = compare_outputs(broken, probe_reference, "fp16")
     assert result["status"] == "failed"

@@ -89,15 +89,16 @@ TOLERANCES: dict[str, Tolerance] = {
             "opacities": Bound(within=5e-4, max=5e-3),
         },
     ),
-    # fp16: the promised bounds (99.9 % within); the maxima are the largest errors measured with the
-    # FP16_FP32_ISLANDS layout on the evaluation photos and seeds, with room (docs/precision.md).
+    # fp16: the promised bounds (99.9 % within), and bounds on the maximum at 3-10x the largest errors
+    # measured with the FP16_FP32_ISLANDS layout on the evaluation photos (seeds 0 and 1; tiny, tiny1536)
+    # and above the largest full-model error measured before it (3.8e-2 covariance); docs/precision.md.
     "fp16": Tolerance(
         min_fraction_within=0.999,
         bounds={
             "covariances": Bound(within=1e-2, max=5e-2),
             "mean_vectors": Bound(within=5e-3, max=1e-2),
-            "colors": Bound(within=1e-2, max=2e-2),
-            "opacities": Bound(within=1e-2, max=2e-2),
+            "colors": Bound(within=1e-2, max=1e-2),
+            "opacities": Bound(within=1e-2, max=1e-2),
         },
     ),
 }
