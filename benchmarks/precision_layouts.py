@@ -38,7 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sharp_rt.export.manifest import OUTPUT_NAMES
+from sharp_rt.core.contract import OUTPUT_NAMES
 from sharp_rt.export.validate import TOLERANCES, error_quantiles, gaussian_errors
 
 EVAL_PHOTOS = Path(__file__).resolve().parent / "eval_photos"
@@ -78,7 +78,7 @@ def eval_photos(names: list[str]) -> list[Path]:
 
 
 def prepare(path: Path, resolution: int) -> tuple[np.ndarray, np.ndarray]:
-    from sharp_rt.predictor import prepare_image
+    from sharp_rt.predict.predictor import prepare_image
 
     prepared = prepare_image(path, resolution)
     return prepared.image, np.array([prepared.f_px / prepared.width], dtype=np.float32)

@@ -61,7 +61,7 @@ from torch.overrides import TorchFunctionMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sharp_rt.export.manifest import OUTPUT_NAMES
+from sharp_rt.core.contract import OUTPUT_NAMES
 from sharp_rt.export.validate import error_quantiles, gaussian_errors
 
 EVAL_PHOTOS = Path(__file__).resolve().parent / "eval_photos"
@@ -281,7 +281,7 @@ def replace(model: nn.Module, path: str, module: nn.Module) -> nn.Module:
 
 def load_photo(name: str, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
     """An eval photo (file stem or path) -> image [1, 3, S, S], disparity_factor [1] (= f_px / W)."""
-    from sharp_rt.predictor import prepare_image
+    from sharp_rt.predict.predictor import prepare_image
 
     path = Path(name)
     if not path.exists():
