@@ -4,8 +4,8 @@
 | -------------------------------------------------- | ------------------ |
 | end-to-end ``export_engine``                       | ``pipeline``       |
 | the exported function, exporter settings, checks   | ``onnx_export``    |
-| mixed-precision fp16 layout                        | ``precision``      |
-| probe input, ONNX Runtime run, error measures      | ``validate``       |
+| mixed-precision fp16 graph (named fp32 islands)    | ``precision``      |
+| probe photo, ONNX Runtime run, error bounds        | ``validate``       |
 | TensorRT build (plan, timing cache)                | ``tensorrt_build`` |
 
 This package builds engines; running them is :mod:`sharp_rt.engines`, and the
