@@ -100,6 +100,8 @@ def test_cli_predict_through_onnxruntime_engine(tiny_export, tmp_path):
         str(tiny_export),
         "--format",
         "plain-ply",
+        "--backend",
+        "onnxruntime",
     ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output

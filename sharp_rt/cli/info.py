@@ -36,6 +36,10 @@ def _probe(module: str) -> tuple[str, str]:
         return version, extra
     if module == "onnxruntime":
         return version, "providers: " + ", ".join(mod.get_available_providers())
+    if module == "openvino":
+        from sharp_rt.engines.openvino_engine import cpu_capabilities
+
+        return version.split("-")[0], "CPU capabilities: " + ", ".join(cpu_capabilities(mod.Core()))
     return version, ""
 
 
@@ -55,6 +59,7 @@ def info_command(
     for label, module in [
         ("numpy", "numpy"),
         ("torch backend", "torch"),
+        ("OpenVINO backend (CPU)", "openvino"),
         ("ONNX Runtime backend", "onnxruntime"),
         ("TensorRT backend", "tensorrt"),
         ("onnx (export)", "onnx"),
@@ -84,10 +89,46 @@ def info_command(
         artifacts.add_row(*map(plain, (*row, "ok")))
     none = plain(f"No exported engines in {engines_dir}/ (sharp-rt export)")
     results.print(artifacts if artifacts.row_count else none)
+    _print_default_engine(engines_dir)
 
     from sharp_rt.core.paths import cache_root, official_checkpoint_path
 
     checkpoint = official_checkpoint_path()
     state = "present" if checkpoint.is_file() else "not downloaded"
     show("official checkpoint: {} ({})", checkpoint, state, out=results)
-    show("sharp-rt cache:      {} (TensorRT timing caches)", cache_root(), out=results)
+    show(
+        "sharp-rt cache:      {} (TensorRT timing caches, read-only exports' OpenVINO caches)",
+        cache_root(),
+        out=results,
+    )
+
+
+def _print_default_engine(engines_dir: Path) -> None:
+    """The CPU and the engine `sharp-rt predict` would pick here (engines.choice), with the reason."""
+    from sharp_rt.cli.console import results, show
+    from sharp_rt.core.contract import MANIFEST_NAME
+    from sharp_rt.engines.choice import ArtifactOption, Machine, choose_engine
+    from sharp_rt.runtime.cpu import read_cpu_info
+
+    cpu = read_cpu_info()
+    bf16, int8 = cpu.bf16_unit or "no native unit", cpu.int8_unit or "no VNNI/AMX"
+    show(
+        "CPU:                 {}, {} CPUs, {}, bf16: {}, int8: {}",
+        cpu.model_name, cpu.logical_cpus, cpu.vector_isa, bf16, int8, out=results,
+    )  # fmt: skip
+    options = []
+    for manifest_path in sorted(engines_dir.glob(f"*/{MANIFEST_NAME}")):
+        try:
+            options.append(ArtifactOption.read(manifest_path.parent))
+        except SharpError:
+            continue
+    try:
+        choice = choose_engine(Machine.detect(), options)
+    except SharpError as error:
+        show("default engine:      none ({})", error.message, out=results)
+        return
+    where = choice.artifact or "checkpoint"
+    show(
+        "default engine:      {} {} on {}: {}",
+        choice.backend, choice.precision, where, choice.reason, out=results,
+    )  # fmt: skip

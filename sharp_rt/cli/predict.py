@@ -32,6 +32,7 @@ class Backend(str, Enum):
 
     auto = "auto"
     tensorrt = "tensorrt"
+    openvino = "openvino"
     onnxruntime = "onnxruntime"
     torch = "torch"
 
@@ -63,16 +64,22 @@ def engine_spec(
     from sharp_rt.predict.predictor import EngineSpec
 
     if engine is None and backend is not Backend.torch and checkpoint is None:
-        engine = next((d for d in DEFAULT_ENGINE_DIRS if (d / "manifest.json").is_file()), None)
-        if engine is None:
+        found = [d for d in DEFAULT_ENGINE_DIRS if (d / "manifest.json").is_file()]
+        if not found:
             raise SharpError(
                 "No exported engine found (looked in " + ", ".join(map(str, DEFAULT_ENGINE_DIRS)) + ")",
                 hint="create one with `sharp-rt export --precision fp16` (GPU) or "
                 "`sharp-rt export --precision fp32` (CPU), pass --engine DIR, "
                 "or run the PyTorch reference with `--backend torch`",
             )
+        from sharp_rt.engines.choice import ArtifactOption, Machine, choose_engine
+
+        options = [ArtifactOption.read(d) for d in found]
+        engine = choose_engine(Machine.detect(), options, backend=backend.value, precision=precision).artifact
     if engine is not None and backend is not Backend.torch:
-        return EngineSpec(artifact=engine.resolve(), backend=backend.value, threads=threads)
+        return EngineSpec(
+            artifact=engine.resolve(), backend=backend.value, precision=precision, threads=threads
+        )
     checkpoint = checkpoint.resolve() if checkpoint else None
     return EngineSpec(
         checkpoint=checkpoint, backend="torch", device=device, precision=precision, threads=threads
@@ -196,7 +203,11 @@ def predict_command(
         Path | None, typer.Option("--engine", help="Export directory (from `sharp-rt export`).")
     ] = None,
     backend: Annotated[
-        Backend, typer.Option(help="Inference backend; auto: TensorRT plan if usable, else ONNX Runtime.")
+        Backend,
+        typer.Option(
+            help="Inference backend; auto: the fastest measured for this machine (TensorRT plan on an "
+            "NVIDIA GPU; else OpenVINO if installed, else ONNX Runtime; `sharp-rt info` says which and why)."
+        ),
     ] = Backend.auto,
     checkpoint: Annotated[
         Path | None,
@@ -206,8 +217,12 @@ def predict_command(
     ] = None,
     device: Annotated[str, typer.Option(help="torch backend: auto, cpu, cuda[:N] or mps.")] = "auto",
     precision: Annotated[
-        str, typer.Option(help="torch backend: fp32, bf16 (CPU/GPU) or fp16 (GPU).")
-    ] = "fp32",
+        str,
+        typer.Option(
+            help="Compute precision: auto (bf16 on CPUs with AMX-BF16 / AVX512-BF16, else fp32), fp32, "
+            "bf16 (torch, openvino) or fp16 (torch on GPU; onnxruntime / tensorrt: the export's)."
+        ),
+    ] = "auto",
     fmt: Annotated[OutputFormat, typer.Option("--format", help="Output file format.")] = OutputFormat.ply,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Redo images whose output exists (default: skip them).")
@@ -306,13 +321,15 @@ def predict_command(
                 started = time.perf_counter()
                 predictor = Predictor.from_spec(spec, focal_rule=focal_rule.value)
             info = predictor.engine.info
+            why = "; ".join(info.details[k] for k in ("chosen", "precision_reason") if info.details.get(k))
             show(
-                "Engine: {} ({}, {}), {} px, loaded in {:.1f} s",
+                "Engine: {} ({}, {}), {} px, loaded in {:.1f} s{}",
                 info.backend,
                 info.precision,
                 info.device,
                 info.resolution,
                 time.perf_counter() - started,
+                f" ({why})" if why else "",
             )
 
     with user_errors():

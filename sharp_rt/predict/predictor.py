@@ -47,10 +47,12 @@ class EngineSpec:
     """How to open an engine: a small picklable value, so each Ray worker can open its own."""
 
     artifact: Path | None = None  # export directory (sharp-rt export); None: PyTorch from ``checkpoint``
-    backend: str = "auto"  # auto, tensorrt or onnxruntime for artifacts; torch for checkpoints
+    backend: str = "auto"  # auto, tensorrt, openvino or onnxruntime for artifacts; torch for checkpoints
     checkpoint: Path | None = None  # torch backend: .pt / .safetensors; None: the official checkpoint
     device: str = "auto"  # torch backend: auto, cpu, cuda[:N] or mps
-    precision: str = "fp32"  # torch backend: fp32, bf16 or fp16
+    # Compute precision. torch: fp32, bf16, fp16 or auto (bf16 on a CPU with AMX-BF16 / AVX512-BF16,
+    # else fp32); openvino: auto, fp32 or bf16; onnxruntime / tensorrt: the export's (auto: any).
+    precision: str = "auto"
     threads: int | None = None  # CPU threads for inference; None: the backend's default (all cores)
 
     @property
@@ -87,10 +89,18 @@ class EngineSpec:
                 import torch
 
                 torch.set_num_threads(self.threads)
-            return TorchEngine.from_checkpoint(self.checkpoint, device=self.device, precision=self.precision)
+            precision = self.precision
+            if precision == "auto":
+                from sharp_rt.engines.choice import Machine, choose_engine
+
+                cpu = self.device in ("auto", "cpu")
+                precision = choose_engine(Machine.detect(), [], backend="torch").precision if cpu else "fp32"
+            return TorchEngine.from_checkpoint(self.checkpoint, device=self.device, precision=precision)
         from sharp_rt.engines import load_artifact
 
         options = {"threads": self.threads} if self.threads and self.backend != "tensorrt" else {}
+        if self.backend in ("auto", "openvino"):
+            options["precision"] = self.precision
         return load_artifact(self.artifact, backend=self.backend, **options)
 
 
@@ -186,9 +196,10 @@ class Predictor:
 
     @classmethod
     def from_artifact(cls, path: str | Path, *, backend: str = "auto", **options) -> Predictor:
-        """Load an export directory: ``backend`` is ``auto``, ``tensorrt`` or ``onnxruntime``.
+        """Load an export directory: ``backend`` is ``auto``, ``tensorrt``, ``openvino`` or ``onnxruntime``.
 
-        ``options`` go to the engine (e.g. ``providers=[...]``, ``threads=2``, ``precision="fp16"``).
+        ``options`` go to the engine (e.g. ``providers=[...]``, ``threads=2``, ``precision="fp16"``;
+        OpenVINO: ``precision="auto" | "fp32" | "bf16"``, see ``sharp_rt.engines.load_artifact``).
         """
         from sharp_rt.engines import load_artifact
 

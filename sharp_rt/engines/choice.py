@@ -1,0 +1,232 @@
+"""Which engine to run when the user does not say: a pure function of the machine and the artifacts.
+
+```
+Machine.detect()  ─┐   (installed backends, NVIDIA GPU present, the CPU's bf16 unit)
+artifacts ─────────┼─> choose_engine(...) ─> Choice(backend, precision, artifact, reason)
+backend/precision ─┘   (what the user asked; "auto" leaves it to the measured ranking below)
+```
+
+With an NVIDIA GPU: a TensorRT plan if TensorRT is installed, else ONNX Runtime (its
+CUDA provider), preferring an fp16 artifact.  Without one, the fastest engine
+measured on CPUs of this project's class (full model, 2 threads, warm forwards,
+docs/benchmarks.md):
+
+| rank | engine | needs | full model, AMD EPYC Zen 4 (AVX512-BF16), s / forward |
+| ---: | --- | --- | ---: |
+| 1 | OpenVINO bf16 | ``[openvino]``, an artifact, a CPU with AMX-BF16 or AVX512-BF16 | 54.5 |
+| 2 | torch bf16 | ``[torch]``, a checkpoint, the same CPU | 79.5 |
+| 3 | OpenVINO fp32 | ``[openvino]``, an artifact | 213 CPU s where torch fp32 took 269 (loaded machine) |
+| 4 | torch fp32 | ``[torch]``, a checkpoint | 140 |
+| 5 | ONNX Runtime fp32 | ``[onnxruntime]``, an artifact | 102-112 on an Intel Xeon where torch fp32 took 91 |
+
+``precision="auto"`` allows bf16 (the bf16 bound of docs/engine-contract.md) only where
+the CPU has native bf16 units; ``"fp32"`` keeps to fp32 engines (the fp32 bound).
+Torch runs only from a checkpoint the user named (no surprise 2.8 GB download).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from sharp_rt.core.errors import SharpError
+
+ARTIFACT_BACKENDS = ("tensorrt", "openvino", "onnxruntime")
+ALL_BACKENDS = (*ARTIFACT_BACKENDS, "torch")
+
+
+@dataclasses.dataclass(frozen=True)
+class Machine:
+    """What the engine choice depends on."""
+
+    backends: frozenset[str]  # installed backends among tensorrt, openvino, onnxruntime, torch
+    nvidia_gpu: bool  # an NVIDIA GPU is visible to the driver
+    bf16_unit: str | None  # "AMX-BF16", "AVX512-BF16" or None (sharp_rt.runtime.cpu.CpuInfo.bf16_unit)
+    cpu: str = ""  # CPU model name, for messages
+
+    @classmethod
+    def detect(cls) -> Machine:
+        """Detect the backends by import spec (nothing is imported), GPU from the driver, CPU flags."""
+        from sharp_rt.runtime.cpu import read_cpu_info
+
+        cpu = read_cpu_info()
+        installed = frozenset(b for b in ALL_BACKENDS if importlib.util.find_spec(b) is not None)
+        gpu_dir = Path("/proc/driver/nvidia/gpus")
+        nvidia = gpu_dir.is_dir() and any(gpu_dir.iterdir())
+        return cls(installed, nvidia, cpu.bf16_unit, cpu.model_name)
+
+
+@dataclasses.dataclass(frozen=True)
+class ArtifactOption:
+    """An export directory the choice may use."""
+
+    directory: Path  # holds manifest.json
+    precision: str  # what the ONNX stores: fp32 or fp16
+    has_plan: bool  # a TensorRT plan is present
+
+    @classmethod
+    def read(cls, directory: str | Path) -> ArtifactOption:
+        """Summarize an artifact directory from its manifest (sizes not verified: cheap)."""
+        from sharp_rt.core.contract import read_manifest
+
+        manifest = read_manifest(directory, verify="none", allow_failed_validation=True)
+        return cls(manifest.directory, manifest.precision, manifest.plan_path is not None)
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """The engine to open and why."""
+
+    backend: str  # tensorrt, openvino, onnxruntime or torch
+    precision: str  # compute precision: fp32, fp16 or bf16
+    artifact: Path | None  # None: torch from a checkpoint
+    reason: str  # one sentence for `sharp-rt info` and predict's first line
+
+
+def _check_request(backend: str, precision: str) -> None:
+    if backend not in ("auto", *ALL_BACKENDS):
+        raise SharpError(f"Unknown backend {backend!r}", hint=f"use auto, {', '.join(ALL_BACKENDS)}")
+    if precision not in ("auto", "fp32", "fp16", "bf16"):
+        raise SharpError(f"Unknown precision {precision!r}", hint="use auto, fp32, bf16 or fp16")
+
+
+def _pick(artifacts: Sequence[ArtifactOption], precision: str) -> ArtifactOption | None:
+    return next((a for a in artifacts if a.precision == precision), None)
+
+
+def choose_engine(
+    machine: Machine,
+    artifacts: Iterable[ArtifactOption],
+    *,
+    backend: str = "auto",
+    precision: str = "auto",
+    checkpoint: bool = False,
+) -> Choice:
+    """The engine to run: the user's ``backend`` / ``precision`` where given, else the fastest that fits.
+
+    machine: what is installed and what the hardware offers.
+    artifacts: export directories to choose among, in the user's order.
+    checkpoint: the user named a checkpoint (so torch can run without an export).
+    Raises SharpError when nothing installed can run what is available.
+    """
+    _check_request(backend, precision)
+    artifacts = list(artifacts)
+    bf16_ok = precision in ("auto", "bf16") and machine.bf16_unit is not None
+    if backend == "torch" or (backend == "auto" and not artifacts and checkpoint):
+        return _torch_choice(machine, precision, explicit=backend == "torch")
+    if backend != "auto":
+        return _explicit_artifact_choice(machine, artifacts, backend, precision)
+    if not artifacts:
+        raise SharpError(
+            "No exported engine and no checkpoint to run",
+            hint="create one with `sharp-rt export`, pass --engine DIR, or run torch with -c CHECKPOINT",
+        )
+    if machine.nvidia_gpu and precision != "bf16":
+        gpu_order = [a for a in artifacts if a.precision == "fp16"] + [
+            a for a in artifacts if a.precision != "fp16"
+        ]
+        if precision != "auto":
+            gpu_order = [a for a in gpu_order if a.precision == precision]
+        planned = next((a for a in gpu_order if a.has_plan), None)
+        if "tensorrt" in machine.backends and planned is not None:
+            return Choice("tensorrt", planned.precision, planned.directory, "NVIDIA GPU and a TensorRT plan")
+        if "onnxruntime" in machine.backends and gpu_order:
+            return Choice(
+                "onnxruntime",
+                gpu_order[0].precision,
+                gpu_order[0].directory,
+                "NVIDIA GPU without a usable TensorRT plan: ONNX Runtime (CUDA provider when present)",
+            )
+    return _cpu_choice(machine, artifacts, precision, bf16_ok, checkpoint)
+
+
+def _cpu_choice(
+    machine: Machine, artifacts: list[ArtifactOption], precision: str, bf16_ok: bool, checkpoint: bool
+) -> Choice:
+    """The fastest CPU engine by the measured ranking of the module docstring."""
+    fp32_artifact = _pick(artifacts, "fp32")
+    any_artifact = fp32_artifact or artifacts[0]
+    has = machine.backends.__contains__
+    if bf16_ok and has("openvino"):
+        return Choice(
+            "openvino",
+            "bf16",
+            any_artifact.directory,
+            f"no NVIDIA GPU; this CPU has {machine.bf16_unit}: OpenVINO bf16 is the fastest CPU "
+            "engine measured (1.5x torch bf16, 2.6x torch fp32 on the full model)",
+        )
+    if bf16_ok and has("torch") and checkpoint:
+        return Choice(
+            "torch",
+            "bf16",
+            None,
+            f"no NVIDIA GPU, OpenVINO not installed; this CPU has {machine.bf16_unit}: torch bf16 "
+            "(pip install 'sharp-rt[openvino]' runs 1.5x faster)",
+        )
+    if precision == "bf16":
+        raise SharpError(
+            "bf16 needs OpenVINO (with an export) or torch (with a checkpoint), and a CPU with bf16 units"
+            if machine.bf16_unit
+            else "This CPU has no bf16 units (AMX-BF16 or AVX512-BF16)",
+            hint="pip install 'sharp-rt[openvino]'" if machine.bf16_unit else "use --precision fp32",
+        )
+    why = "fp32 requested" if precision == "fp32" else "no bf16 units on this CPU"
+    if precision == "fp16":  # an export-precision request: the engine's manifest check refuses a mismatch
+        artifact = _pick(artifacts, "fp16") or artifacts[0]
+        return Choice("onnxruntime", "fp16", artifact.directory, "fp16 requested")
+    if has("openvino") and fp32_artifact is not None:
+        return Choice(
+            "openvino",
+            "fp32",
+            fp32_artifact.directory,
+            f"no NVIDIA GPU, {why}: OpenVINO fp32 is the fastest fp32 CPU engine measured",
+        )
+    if has("torch") and checkpoint:
+        return Choice("torch", "fp32", None, f"no NVIDIA GPU, {why}, OpenVINO not installed: torch fp32")
+    if has("onnxruntime"):
+        return Choice(
+            "onnxruntime",
+            any_artifact.precision,
+            any_artifact.directory,
+            f"no NVIDIA GPU, {why}, OpenVINO not installed: ONNX Runtime "
+            "(pip install 'sharp-rt[openvino]' is faster on CPUs)",
+        )
+    raise SharpError(
+        "No inference backend is installed that can run the export",
+        hint="pip install 'sharp-rt[openvino]' (CPU) or 'sharp-rt[onnxruntime]'",
+    )
+
+
+def _torch_choice(machine: Machine, precision: str, explicit: bool) -> Choice:
+    if "torch" not in machine.backends:
+        raise SharpError("The torch backend needs PyTorch", hint="pip install 'sharp-rt[torch]'")
+    asked = "torch requested" if explicit else "a checkpoint and no export"
+    if precision != "auto":
+        return Choice("torch", precision, None, f"{asked}, {precision} requested")
+    if machine.nvidia_gpu or machine.bf16_unit is None:
+        return Choice("torch", "fp32", None, f"{asked}: fp32 (no CPU bf16 units, or a GPU)")
+    return Choice("torch", "bf16", None, f"{asked}; this CPU has {machine.bf16_unit}: bf16")
+
+
+def _explicit_artifact_choice(
+    machine: Machine, artifacts: list[ArtifactOption], backend: str, precision: str
+) -> Choice:
+    if not artifacts:
+        raise SharpError(f"The {backend} backend needs an exported engine", hint="pass --engine DIR")
+    if backend == "openvino":
+        if precision == "fp16":
+            raise SharpError(
+                "OpenVINO on the CPU computes in fp32 or bf16", hint="use --precision auto, fp32 or bf16"
+            )
+        artifact = _pick(artifacts, "fp32") or artifacts[0]
+        resolved = precision if precision != "auto" else ("bf16" if machine.bf16_unit else "fp32")
+        return Choice("openvino", resolved, artifact.directory, f"openvino requested, {resolved}")
+    if precision == "bf16":
+        raise SharpError(
+            f"{backend} runs the export's own precision (fp32 or fp16), not bf16",
+            hint="use --backend openvino for bf16 on a CPU",
+        )
+    artifact = (_pick(artifacts, precision) if precision != "auto" else None) or artifacts[0]
+    return Choice(backend, artifact.precision, artifact.directory, f"{backend} requested")

@@ -1,0 +1,228 @@
+"""OpenVINO backend (CPU): runs an export directory's ``model.onnx`` with OpenVINO's CPU plugin.
+
+```
+OpenVinoEngine(artifact, precision="auto", threads=None)
+  read_manifest ─> compile_model(model.onnx, "CPU", {INFERENCE_PRECISION_HINT, INFERENCE_NUM_THREADS,
+                                                    CACHE_DIR, PERFORMANCE_HINT=LATENCY, NUM_STREAMS=1})
+  run(image [B,3,S,S], disparity_factor [B]) ─> infer request ─> the five NDC outputs (float32 copies)
+```
+
+* Precision is the compute precision of the CPU plugin (``INFERENCE_PRECISION_HINT``):
+  ``bf16`` or ``fp32``; ``auto`` picks bf16 where OpenVINO reports the ``BF16``
+  capability (native bf16 units: AMX-BF16 or AVX512-BF16) and fp32 elsewhere, and
+  ``info.details["precision_reason"]`` says which and why.  Weights stay as the
+  artifact stores them (fp32 or fp16); OpenVINO converts them once at compile time.
+* The compiled model is cached (``CACHE_DIR``): ``<artifact>/openvino-cache/<key>/``
+  when the artifact directory is writable, else ``<sharp-rt cache>/openvino/<key>/``
+  (``sharp_rt.core.paths.cache_root``).  ``key`` hashes the artifact's sha256s, the
+  OpenVINO version, the precision and the thread count, so a re-export or an upgrade
+  never reads a stale blob.  The first open compiles (10-25 s on the full model) and
+  writes the blob; later opens import it.  Two processes opening the same artifact
+  serialize on a lock file in that directory, so the second imports what the first
+  wrote instead of reading a half-written blob.
+* ``perf_counters=True`` turns on OpenVINO's per-layer counters
+  (:meth:`OpenVinoEngine.layer_times`), for profiling only.
+
+Never imports torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from sharp_rt.core.errors import EngineError
+from sharp_rt.engines.base import OUTPUT_NAMES, Engine, artifact_info
+
+PRECISIONS = ("auto", "fp32", "bf16")
+PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}  # sharp-rt name -> OpenVINO element type name
+CACHE_DIR_NAME = "openvino-cache"
+LOCK_NAME = ".lock"
+
+
+def _openvino():
+    try:
+        import openvino
+    except ImportError:
+        raise EngineError(
+            "OpenVINO is not installed", hint="pip install 'sharp-rt[openvino]' (CPU inference)"
+        ) from None
+    return openvino
+
+
+def cpu_capabilities(core) -> tuple[str, ...]:
+    """OpenVINO's ``OPTIMIZATION_CAPABILITIES`` of the CPU device, e.g. ``("BF16", "FP32", "INT8", ...)``."""
+    return tuple(str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+def resolve_precision(
+    requested: str, capabilities: tuple[str, ...], bf16_unit: str | None
+) -> tuple[str, str]:
+    """``requested`` (auto, fp32, bf16) -> (fp32 | bf16, the reason, one sentence).
+
+    capabilities: the CPU plugin's ``OPTIMIZATION_CAPABILITIES``; bf16_unit: what
+    the CPU flags name (``sharp_rt.runtime.cpu.CpuInfo.bf16_unit``), for the message.
+    """
+    if requested not in PRECISIONS:
+        raise EngineError(f"Unknown OpenVINO precision {requested!r}", hint="use auto, fp32 or bf16")
+    native = "BF16" in capabilities
+    unit = bf16_unit or "native bf16 units"
+    if requested == "fp32":
+        return "fp32", "fp32 requested"
+    if requested == "bf16":
+        if native:
+            return "bf16", f"bf16 requested; this CPU has {unit}"
+        return "bf16", "bf16 requested; this CPU has no bf16 units, so OpenVINO emulates it (slow)"
+    if native:
+        return "bf16", f"auto: this CPU has {unit} (OpenVINO capability BF16), so bf16"
+    return "fp32", "auto: this CPU has no AMX-BF16 or AVX512-BF16, so fp32 (bf16 would be emulated)"
+
+
+def cache_key(file_hashes: list[str], version: str, precision: str, threads: int | None) -> str:
+    """Name of the compiled-model cache folder: 16 hex digits over everything the blob depends on."""
+    text = "|".join([*file_hashes, version, precision, str(threads or 0)])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cache_directory(artifact: Path, key: str) -> Path:
+    """``<artifact>/openvino-cache/<key>`` if the artifact directory is writable, else sharp-rt's cache."""
+    if os.access(artifact, os.W_OK):
+        return artifact / CACHE_DIR_NAME / key
+    from sharp_rt.core.paths import cache_root
+
+    return cache_root() / "openvino" / key
+
+
+@contextlib.contextmanager
+def exclusive_lock(directory: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``directory/.lock`` (POSIX ``flock``; no-op elsewhere).
+
+    Compiling with a cache writes the blob in place: a second process that
+    imported it meanwhile would read half a file.  Under the lock the second
+    process waits, then imports the finished blob.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; concurrent first opens may both compile
+        yield
+        return
+    with open(directory / LOCK_NAME, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class OpenVinoEngine(Engine):
+    """An OpenVINO CPU compiled model over an artifact directory written by ``sharp-rt export``."""
+
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        precision: str = "auto",
+        threads: int | None = None,
+        cache: bool = True,
+        perf_counters: bool = False,
+    ) -> None:
+        from sharp_rt.core.contract import read_manifest
+        from sharp_rt.runtime.cpu import read_cpu_info
+
+        ov = _openvino()
+        self.manifest = read_manifest(directory)
+        core = ov.Core()
+        capabilities = cpu_capabilities(core)
+        self.precision, reason = resolve_precision(precision, capabilities, read_cpu_info().bf16_unit)
+        config: dict[str, object] = {
+            "INFERENCE_PRECISION_HINT": PRECISION_HINTS[self.precision],
+            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": 1,
+        }
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        if perf_counters:
+            config["PERF_COUNT"] = True
+        cache_dir = None
+        if cache:
+            files = [self.manifest.files[r].sha256 for r in ("onnx", "onnx_data") if r in self.manifest.files]
+            key = cache_key(files, ov.__version__, self.precision, threads)
+            cache_dir = cache_directory(self.manifest.directory, key)
+            try:
+                cache_dir.mkdir(parents=True, exist_ok=True)
+            except OSError:
+                cache_dir = None  # an unwritable cache only costs the compile time
+        started = time.perf_counter()
+        self.compiled, cache_hit = self._compile(core, config, cache_dir)
+        compile_seconds = time.perf_counter() - started
+        self.request = self.compiled.create_infer_request()
+        info = artifact_info(
+            self.manifest,
+            "openvino",
+            "cpu",
+            openvino=ov.__version__.split("-")[0],
+            artifact_precision=self.manifest.precision,
+            precision_reason=reason,
+            cpu_capabilities=list(capabilities),
+            threads=int(self.compiled.get_property("INFERENCE_NUM_THREADS")),
+            cache_dir=str(cache_dir) if cache_dir else None,
+            cache_hit=cache_hit,
+            compile_seconds=round(compile_seconds, 2),
+        )
+        self.info = dataclasses.replace(info, precision=self.precision)  # the compute precision
+
+    def _compile(self, core, config: dict[str, object], cache_dir: Path | None) -> tuple[object, bool]:
+        """Compile ``model.onnx`` (from its path, so OpenVINO frees the parsed graph before returning).
+
+        Returns the compiled model and whether it came from the cache.
+        """
+        model_path = str(self.manifest.onnx_path)
+        if cache_dir is None:
+            return self._compile_once(core, model_path, config), False
+        config = {**config, "CACHE_DIR": str(cache_dir)}
+        with exclusive_lock(cache_dir):
+            hit = any(cache_dir.glob("*.blob"))
+            try:
+                return self._compile_once(core, model_path, config), hit
+            except EngineError:
+                if not hit:
+                    raise
+                for blob in cache_dir.glob("*.blob"):  # a corrupt blob: drop it and compile afresh
+                    blob.unlink(missing_ok=True)
+                return self._compile_once(core, model_path, config), False
+
+    def _compile_once(self, core, model_path: str, config: dict[str, object]):
+        try:
+            return core.compile_model(model_path, "CPU", config)
+        except RuntimeError as error:  # OpenVINO raises RuntimeError with a multi-line trace
+            first = next((line for line in str(error).splitlines() if line.strip()), "unknown error")
+            raise EngineError(
+                f"OpenVINO cannot compile {model_path}: {first}",
+                hint=f"re-export with `sharp-rt export -o {self.manifest.directory} --overwrite`",
+            ) from None
+
+    def run(self, image: np.ndarray, disparity_factor: np.ndarray) -> dict[str, np.ndarray]:
+        """image: float32 [B, 3, S, S]; disparity_factor: float32 [B] -> NDC outputs (numpy float32)."""
+        image, disparity_factor = self.check_inputs(image, disparity_factor)
+        results = self.request.infer({"image": image, "disparity_factor": disparity_factor})
+        by_name = {port.get_any_name(): value for port, value in results.to_dict().items()}
+        return {name: np.array(by_name[name], dtype=np.float32, copy=True) for name in OUTPUT_NAMES}
+
+    def layer_times(self) -> list[tuple[str, str, float]]:
+        """Per-layer times of the last run: (layer, type, seconds); needs ``perf_counters=True``."""
+        return [
+            (str(item.node_name), str(item.node_type), item.real_time.total_seconds())
+            for item in self.request.get_profiling_info()
+        ]
+
+    def close(self) -> None:
+        """Drop the compiled model (frees its weights and buffers)."""
+        self.request = None
+        self.compiled = None

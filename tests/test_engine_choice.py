@@ -1,0 +1,118 @@
+"""The default engine is a pure function of the machine and the artifacts: each rule, checked alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sharp_rt.core.errors import SharpError
+from sharp_rt.engines.choice import ArtifactOption, Choice, Machine, choose_engine
+from sharp_rt.runtime.cpu import parse_cpuinfo, peak_rates
+
+FP32 = ArtifactOption(Path("engines/sharp-fp32"), "fp32", has_plan=False)
+FP16 = ArtifactOption(Path("engines/sharp-fp16"), "fp16", has_plan=False)
+FP16_PLAN = ArtifactOption(Path("engines/sharp-fp16"), "fp16", has_plan=True)
+EVERYTHING = frozenset({"tensorrt", "openvino", "onnxruntime", "torch"})
+
+
+def machine(*backends: str, gpu: bool = False, bf16: str | None = "AVX512-BF16") -> Machine:
+    return Machine(frozenset(backends) if backends else EVERYTHING, gpu, bf16, "test CPU")
+
+
+def test_cpu_with_bf16_units_and_openvino_runs_openvino_bf16_on_the_fp32_export():
+    choice = choose_engine(machine(), [FP16, FP32])
+    assert (choice.backend, choice.precision, choice.artifact) == ("openvino", "bf16", FP32.directory)
+    assert "AVX512-BF16" in choice.reason and "no NVIDIA GPU" in choice.reason
+
+
+def test_fp32_request_keeps_openvino_but_in_fp32():
+    choice = choose_engine(machine(), [FP32], precision="fp32")
+    assert (choice.backend, choice.precision) == ("openvino", "fp32")
+
+
+def test_cpu_without_bf16_units_never_picks_bf16():
+    choice = choose_engine(machine(bf16=None), [FP32])
+    assert (choice.backend, choice.precision) == ("openvino", "fp32")
+    assert "no bf16 units" in choice.reason
+    with pytest.raises(SharpError, match="no bf16 units"):
+        choose_engine(machine(bf16=None), [FP32], precision="bf16")
+
+
+def test_without_openvino_torch_bf16_beats_onnxruntime_when_a_checkpoint_is_given():
+    with_checkpoint = choose_engine(machine("onnxruntime", "torch"), [FP32], checkpoint=True)
+    assert (with_checkpoint.backend, with_checkpoint.precision, with_checkpoint.artifact) == (
+        "torch",
+        "bf16",
+        None,
+    )
+    without = choose_engine(machine("onnxruntime", "torch"), [FP32])
+    assert (without.backend, without.artifact) == ("onnxruntime", FP32.directory)
+    assert "sharp-rt[openvino]" in without.reason
+
+
+def test_nvidia_gpu_prefers_a_tensorrt_plan_then_onnxruntime_on_fp16():
+    assert choose_engine(machine(gpu=True), [FP32, FP16_PLAN]) == Choice(
+        "tensorrt", "fp16", FP16_PLAN.directory, "NVIDIA GPU and a TensorRT plan"
+    )
+    no_trt = choose_engine(machine("onnxruntime", "openvino", gpu=True), [FP32, FP16_PLAN])
+    assert (no_trt.backend, no_trt.artifact) == ("onnxruntime", FP16_PLAN.directory)
+
+
+def test_checkpoint_without_export_runs_torch_in_the_cpus_best_precision():
+    assert choose_engine(machine(), [], checkpoint=True).precision == "bf16"
+    assert choose_engine(machine(bf16=None), [], checkpoint=True).precision == "fp32"
+    assert choose_engine(machine(gpu=True), [], checkpoint=True).precision == "fp32"
+    assert choose_engine(machine(), [], backend="torch", precision="fp32").precision == "fp32"
+
+
+def test_nothing_to_run_is_a_clear_error():
+    with pytest.raises(SharpError, match="No exported engine and no checkpoint"):
+        choose_engine(machine(), [])
+    with pytest.raises(SharpError, match="needs PyTorch"):
+        choose_engine(machine("openvino"), [], backend="torch")
+    with pytest.raises(SharpError, match="No inference backend"):
+        choose_engine(machine("torch"), [FP32])
+
+
+def test_explicit_backend_is_kept_and_bf16_refused_where_it_cannot_run():
+    assert choose_engine(machine(), [FP32], backend="onnxruntime").backend == "onnxruntime"
+    with pytest.raises(SharpError, match="not bf16"):
+        choose_engine(machine(), [FP32], backend="onnxruntime", precision="bf16")
+    with pytest.raises(SharpError, match="fp32 or bf16"):
+        choose_engine(machine(), [FP32], backend="openvino", precision="fp16")
+
+
+ZEN4 = """processor\t: 0
+vendor_id\t: AuthenticAMD
+model name\t: AMD EPYC
+cpu MHz\t\t: 2596.134
+flags\t\t: fpu sse2 avx fma avx2 avx512f avx512bw avx512_bf16 avx512_vnni
+
+processor\t: 1
+vendor_id\t: AuthenticAMD
+model name\t: AMD EPYC
+flags\t\t: fpu sse2 avx fma avx2 avx512f avx512bw avx512_bf16 avx512_vnni
+"""
+SAPPHIRE_RAPIDS = ZEN4.replace("AuthenticAMD", "GenuineIntel").replace(
+    "avx512_vnni", "avx512_vnni amx_bf16 amx_int8"
+)
+HASWELL = "vendor_id\t: GenuineIntel\nmodel name\t: Xeon E5\nflags\t\t: sse2 avx fma avx2\n"
+
+
+def rates(cpu) -> tuple[int, int, int]:
+    peak = peak_rates(cpu)
+    return peak.fp32, peak.bf16, peak.int8
+
+
+def test_cpuinfo_flags_give_the_matrix_units_and_peak_rates():
+    zen4 = parse_cpuinfo(ZEN4)
+    assert (zen4.model_name, zen4.logical_cpus, zen4.mhz) == ("AMD EPYC", 2, 2596.134)
+    assert (zen4.bf16_unit, zen4.int8_unit, zen4.vector_isa) == ("AVX512-BF16", "AVX512-VNNI", "AVX-512")
+    assert rates(zen4) == (32, 64, 128)
+    spr = parse_cpuinfo(SAPPHIRE_RAPIDS)
+    assert (spr.bf16_unit, spr.int8_unit) == ("AMX-BF16", "AMX-INT8")
+    assert rates(spr) == (64, 1024, 2048)
+    haswell = parse_cpuinfo(HASWELL)
+    assert (haswell.bf16_unit, haswell.vector_isa) == (None, "AVX2+FMA")
+    assert rates(haswell) == (32, 32, 64)
