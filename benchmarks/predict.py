@@ -286,6 +286,7 @@ def main() -> None:
     parser.add_argument("--clock-ghz", type=float, default=None, help="clock for the floor (default: lscpu)")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "sharp-rt-bench")
     parser.add_argument("--json", type=Path, default=None, help="also write all raw numbers here")
+    parser.add_argument("--from-json", type=Path, default=None, help="print the report of a saved --json")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.images < 3 or args.rounds < 1:
@@ -295,6 +296,11 @@ def main() -> None:
         return
 
     workdir = args.workdir / args.preset
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        loads = saved["loadavg"]
+        report(args, saved["runs"], saved["flop"], (loads[0],), (loads[1],), workdir)
+        return
     # In a child process: Linux children inherit the parent's peak-RSS mark at fork.
     code = f"import predict; predict.prepare({args.preset!r}, {str(workdir)!r}, {args.variants!r})"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT / "benchmarks")
@@ -326,6 +332,9 @@ def main() -> None:
                 continue
             result = json.loads(done.stdout.strip().splitlines()[-1])
             runs[variant].append(result)
+            if args.json:  # after every process, so an interrupted run keeps what it measured
+                progress = {"runs": runs, "flop": flop, "loadavg": [load_start[0], os.getloadavg()[0]]}
+                args.json.write_text(json.dumps(progress, indent=1))
             steady = [image["wall"] for image in result["images"][1:]]
             print(
                 f"round {round_index + 1} {variant}: load {result['load_wall']:.1f} s, first image "
@@ -406,7 +415,7 @@ def report(args, runs: dict[str, list[dict]], flop: float, load_start, load_end,
         "\nsteady: median over all rounds of the timed images (decode + preprocess + network + "
         "unprojection + .ply); network: the engine's forward alone; x floor: network / compute floor."
     )
-    if args.json:
+    if args.json and not args.from_json:
         args.json.write_text(
             json.dumps(
                 {
@@ -414,6 +423,7 @@ def report(args, runs: dict[str, list[dict]], flop: float, load_start, load_end,
                     "errors": raw,
                     "flop": flop,
                     "floor_s": floor,
+                    "loadavg": [load_start[0], load_end[0]],
                     "clock_ghz": ghz,
                     "lscpu": fields,
                 },
