@@ -353,6 +353,7 @@ def report(args, runs: dict[str, list[dict]], flop: float, load_start, load_end,
 
     fields = lscpu()
     cpu = read_cpu_info()
+    rounds = max((len(results) for results in runs.values()), default=0)
     rates = peak_rates(cpu)
     ghz, clock_source = clock_ghz(fields, args.clock_ghz)
     peak = {p: args.threads * ghz * 1e9 * getattr(rates, p) for p in ("fp32", "bf16", "int8")}
@@ -363,7 +364,7 @@ def report(args, runs: dict[str, list[dict]], flop: float, load_start, load_end,
     )
     print(f"Load average (1 min): {load_start[0]:.2f} at the start, {load_end[0]:.2f} at the end")
     print(
-        f"Preset {args.preset}: {flop / 1e12:.2f} TFLOP per image; {args.rounds} rounds x "
+        f"Preset {args.preset}: {flop / 1e12:.2f} TFLOP per image; {rounds} rounds x "
         f"(1 warm-up + {args.images} timed images), variants interleaved, a fresh process each"
     )
     print(
