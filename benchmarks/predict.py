@@ -242,7 +242,7 @@ def count_flop(preset: str, workdir: Path) -> float:
     return flop
 
 
-def prepare(preset: str, workdir: str | Path, variants: list[str]) -> None:
+def prepare(preset: str, workdir: str | Path, variants: list[str], threads: int) -> None:
     """Write the synthetic checkpoint and the exports the variants need (cached), and count FLOP."""
     from sharp_rt.sharp_ref import get_config, save_checkpoint, synthetic_checkpoint
 
@@ -265,7 +265,7 @@ def prepare(preset: str, workdir: str | Path, variants: list[str]) -> None:
 
         for variant in variants:
             if variant.startswith("ov-"):
-                OpenVinoEngine(workdir / "export-fp32", precision=variant[3:]).close()
+                OpenVinoEngine(workdir / "export-fp32", precision=variant[3:], threads=threads).close()
     count_flop(preset, workdir)
 
 
@@ -302,7 +302,8 @@ def main() -> None:
         report(args, saved["runs"], saved["flop"], (loads[0],), (loads[1],), workdir)
         return
     # In a child process: Linux children inherit the parent's peak-RSS mark at fork.
-    code = f"import predict; predict.prepare({args.preset!r}, {str(workdir)!r}, {args.variants!r})"
+    setup = f"{args.preset!r}, {str(workdir)!r}, {args.variants!r}, {args.threads}"
+    code = f"import predict; predict.prepare({setup})"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT / "benchmarks")
     flop = json.loads((workdir / "flop.json").read_text())["flop"] if args.preset != "sharp" else SHARP_FLOP
 
