@@ -386,7 +386,7 @@ def report(args, runs: dict[str, list[dict]], flop: float, load_start, load_end,
     print(
         "| variant | steady s/image (wall) | CPU s | network s | x bf16 floor | x fp32 floor | "
         "cold start s (load + 1st) | cold / steady | vs reference (steady) | peak RSS GB | "
-        f"cov. err. p50 / p99 / p99.9 / max vs {baseline} | colour max | opacity max |"
+        f"cov. err. p50 / p99 / p99.9 / max vs {baseline or '-'} | colour max | opacity max |"
     )
     print("|---|" + "---:|" * 12)
     raw = {}
