@@ -55,7 +55,7 @@ def test_openvino_fp32_meets_the_fp32_export_bounds(tiny_onnx, probe_reference):
         outputs = engine.run(image, factor)
     report = compare_outputs(outputs, reference, "fp32")
     assert report["status"] == "passed", report["failures"]
-    assert report["covariances"]["max_rel"] < 1e-4  # measured 1.5e-5
+    assert report["covariances"]["max"] < 1e-4
 
 
 def test_openvino_predict_equals_torch_predict_in_fp32(tiny_onnx, tiny_checkpoint):
@@ -80,8 +80,8 @@ def test_auto_precision_is_bf16_exactly_where_the_cpu_has_bf16_units(tiny_onnx, 
     assert info.precision == "bf16" and "so bf16" in info.details["precision_reason"]
     report = compare_outputs(outputs, reference, "fp32")
     assert all(stats["nonfinite"] == 0 for stats in report["outputs"].values())
-    # bf16-sized errors (measured on this probe: covariance p99 4.5e-2, max 9.5e-2), not fp32-sized ones
-    assert 1e-3 < report["covariances"]["p99_rel"] < 0.1
+    # bf16-sized errors (measured on this probe: covariance p99 4.0e-2, max 8.3e-2), not fp32-sized ones
+    assert 1e-3 < report["covariances"]["p99"] < 0.1
     assert report["outputs"]["colors"]["max_abs"] < 1e-2
 
 
