@@ -23,7 +23,7 @@ from sharp_rt.runtime.color import SH_C0
 from sharp_rt.runtime.gaussians import Gaussians
 from sharp_rt.runtime.image_io import focal_length_px
 from sharp_rt.runtime.linalg import covariances_from_quaternions
-from sharp_rt.runtime.ply import _header
+from sharp_rt.runtime.ply import ply_header
 from sharp_rt.runtime.splat import SPLAT_DTYPE, splat_order
 
 REPO = Path(__file__).resolve().parents[1]
@@ -150,7 +150,7 @@ def _assert_ply_close(ours: bytes, theirs: bytes, n: int, layout: str = "sharp")
     f_dc = (sRGB - 0.5) / SH_C0 cancels near sRGB 0.5, so it is compared in ulp of sRGB 1.0,
     the quaternion components in ulp of 1.0 (unit quaternions).
     """
-    header = _header(n, layout)  # type: ignore[arg-type]
+    header = ply_header(n, layout)  # type: ignore[arg-type]
     assert ours[: len(header)] == header and theirs[: len(header)] == header
     assert len(ours) == len(theirs)
     body = slice(len(header), len(header) + 14 * 4 * n)

@@ -29,9 +29,10 @@ targets; an image given twice (once relative, once absolute) is one image.
 **Resume.**  Outputs are written atomically (``core.atomic``), so a file at a
 target's name is a finished write; :func:`is_complete_output` still checks it
 exactly, so that a file truncated by something else is never taken for a
-finished one: a ``.ply`` must have the size its own header implies, and a
-``.splat`` (no header) must hold exactly the engine's ``num_gaussians`` records
-of 32 bytes.  Shared by the single-process and the Ray paths.
+finished one: a ``.ply`` (``.compressed.ply``) must have the size its own header
+implies and be in the requested format exactly, and a ``.splat`` (no header) must
+hold exactly the engine's ``num_gaussians`` records of 32 bytes.  Shared by the
+single-process and the Ray paths.
 """
 
 from __future__ import annotations
@@ -53,11 +54,20 @@ class OutputFormat(str, Enum):
     ply = "ply"
     plain_ply = "plain-ply"
     splat = "splat"
+    compressed_ply = "compressed-ply"
 
     @property
     def suffix(self) -> str:
         """File name suffix of this format."""
-        return ".splat" if self is OutputFormat.splat else ".ply"
+        return _SUFFIXES[self]
+
+
+_SUFFIXES = {
+    OutputFormat.ply: ".ply",
+    OutputFormat.plain_ply: ".ply",
+    OutputFormat.splat: ".splat",
+    OutputFormat.compressed_ply: ".compressed.ply",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,18 +171,24 @@ def ply_vertex_count(head: bytes) -> int | None:
     return None
 
 
-def is_complete_output(path: Path, num_gaussians: int | None = None) -> bool:
-    """True if ``path`` is a whole ``.ply`` / ``.splat`` file of ``num_gaussians`` Gaussians.
+def is_complete_output(path: Path, num_gaussians: int | None = None, fmt: OutputFormat | None = None) -> bool:
+    """True if ``path`` is a whole output file of ``num_gaussians`` Gaussians, in format ``fmt``.
 
-    ``.ply``: the size agrees with the file's own header (and its vertex count is
-    ``num_gaussians`` when given).  ``.splat``: exactly ``32 * num_gaussians`` bytes; without
+    PLY files (every format but ``splat``): the size agrees with the file's own header (and
+    its vertex count is ``num_gaussians`` when given); with ``fmt`` the header must also be
+    exactly that format's (``ply``: ml-sharp's; ``plain-ply``: the vertex element alone;
+    ``compressed-ply``: PlayCanvas' two elements; a name ending in ``.compressed.ply`` is
+    checked as ``compressed-ply``).  ``.splat``: exactly ``32 * num_gaussians`` bytes; without
     ``num_gaussians`` a ``.splat`` cannot be checked and counts as incomplete.
     """
-    from sharp_rt.runtime.ply import ply_expected_size
+    from sharp_rt.runtime.compressed_ply import is_compressed_ply_header
+    from sharp_rt.runtime.ply import ply_expected_size, ply_header
     from sharp_rt.runtime.splat import SPLAT_DTYPE
 
+    if fmt is None and path.name.endswith(OutputFormat.compressed_ply.suffix):
+        fmt = OutputFormat.compressed_ply
     try:
-        if path.suffix == ".splat":
+        if fmt is OutputFormat.splat or (fmt is None and path.suffix == ".splat"):
             size = path.stat().st_size
             return num_gaussians is not None and size == SPLAT_DTYPE.itemsize * num_gaussians
         with open(path, "rb") as handle:
@@ -183,7 +199,15 @@ def is_complete_output(path: Path, num_gaussians: int | None = None) -> bool:
     expected = ply_expected_size(head)
     if expected is None or expected != size:
         return False
-    return num_gaussians is None or ply_vertex_count(head) == num_gaussians
+    if num_gaussians is not None and ply_vertex_count(head) != num_gaussians:
+        return False
+    if fmt is OutputFormat.compressed_ply:
+        return is_compressed_ply_header(head)
+    if fmt in (OutputFormat.ply, OutputFormat.plain_ply):
+        count = ply_vertex_count(head)
+        layout = "sharp" if fmt is OutputFormat.ply else "plain"
+        return count is not None and head.startswith(ply_header(count, layout))
+    return True
 
 
 def plan_outputs(
@@ -213,7 +237,7 @@ def plan_outputs(
             plan.renamed.append((image, target))
         if overwrite or not (target.exists() or target.is_symlink()):
             plan.todo.append((image, target))
-        elif is_complete_output(target, num_gaussians):
+        elif is_complete_output(target, num_gaussians, fmt):
             plan.done.append((image, target))
         else:
             what = f"a complete {fmt.suffix}" + (f" of {num_gaussians:,} Gaussians" if num_gaussians else "")
@@ -222,8 +246,15 @@ def plan_outputs(
     return plan
 
 
-def write_output(gaussians: Gaussians, target: Path, fmt: OutputFormat, *, overwrite: bool) -> Path:
-    """Write metric Gaussians to ``target`` in ``fmt``, atomically, creating its folder."""
+def write_output(
+    gaussians: Gaussians, target: Path, fmt: OutputFormat, *, overwrite: bool, viewer_settings: bool = False
+) -> Path:
+    """Write metric Gaussians to ``target`` in ``fmt``, atomically, creating its folder.
+
+    ``viewer_settings``: also write the photo's camera for web viewers next to it
+    (``<stem>.settings.json``, see :mod:`sharp_rt.runtime.viewer_settings`), first, so that
+    a complete scene always has its settings.
+    """
     from sharp_rt.core.atomic import output_error
     from sharp_rt.runtime.ply import write_ply
     from sharp_rt.runtime.splat import write_splat
@@ -232,7 +263,15 @@ def write_output(gaussians: Gaussians, target: Path, fmt: OutputFormat, *, overw
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise output_error(target.parent, error) from None
+    if viewer_settings:
+        from sharp_rt.runtime.viewer_settings import settings_path, write_viewer_settings
+
+        write_viewer_settings(gaussians, settings_path(target, fmt.suffix), overwrite=True)
     if fmt is OutputFormat.splat:
         return write_splat(gaussians, target, overwrite=overwrite)
+    if fmt is OutputFormat.compressed_ply:
+        from sharp_rt.runtime.compressed_ply import write_compressed_ply
+
+        return write_compressed_ply(gaussians, target, overwrite=overwrite)
     layout = "plain" if fmt is OutputFormat.plain_ply else "sharp"
     return write_ply(gaussians, target, layout=layout, overwrite=overwrite)

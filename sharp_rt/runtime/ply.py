@@ -53,7 +53,8 @@ class PlyError(SharpError):
     """A .ply file cannot be read or is not a 3DGS file."""
 
 
-def _header(n: int, layout: Layout) -> bytes:
+def ply_header(n: int, layout: Layout) -> bytes:
+    """The exact header sharp-rt (and ml-sharp, for ``"sharp"``) writes for ``n`` Gaussians."""
     lines = ["ply", "format binary_little_endian 1.0", f"element vertex {n}"]
     lines += [f"property float {name}" for name in VERTEX_PROPERTIES]
     if layout == "sharp":
@@ -187,7 +188,7 @@ def write_ply(
     rows = [np.empty((size, len(VERTEX_PROPERTIES)), dtype="<f4") for _ in range(2)]  # written while
     columns = np.empty((len(VERTEX_PROPERTIES), size), dtype=np.float32)  # the other is filled
     with np.errstate(divide="ignore", invalid="ignore"), atomic_write(path, overwrite=overwrite) as f:
-        f.write(_header(n, layout))
+        f.write(ply_header(n, layout))
         with BackgroundWriter(f, slots=len(rows)) as writer:
             for index, start in enumerate(range(0, n, ROWS_PER_CHUNK)):
                 stop, slot = min(start + ROWS_PER_CHUNK, n), index % len(rows)
@@ -200,8 +201,38 @@ def write_ply(
     return path
 
 
+def _read_compressed(path: Path, data: plyfile.PlyData, elements: dict) -> Gaussians:
+    """Decode a PlayCanvas compressed PLY that plyfile has read (see :mod:`.compressed_ply`)."""
+    from sharp_rt.runtime.compressed_ply import (
+        CHUNK_PROPERTIES,
+        VERTEX_PROPERTIES,
+        compressed_ply_camera,
+        gaussians_from_compressed,
+    )
+
+    chunk, vertex = elements["chunk"].data, elements["vertex"].data
+    names = CHUNK_PROPERTIES if "min_r" in (chunk.dtype.names or ()) else CHUNK_PROPERTIES[:12]
+    missing = [n for n in names if n not in (chunk.dtype.names or ())]
+    missing += [n for n in VERTEX_PROPERTIES if n not in (vertex.dtype.names or ())]
+    if missing or len(chunk) != -(-len(vertex) // 256):
+        raise PlyError(
+            f"{path} is not a valid compressed PLY: "
+            + (f"properties {', '.join(missing)} are missing." if missing else "wrong chunk count."),
+            hint="The file may come from a newer compressed-PLY variant, or be damaged.",
+        )
+    chunks = np.zeros((len(chunk), len(CHUNK_PROPERTIES)), dtype=np.float32)
+    chunks[:, 15:18] = 1.0  # files without colour bounds store colours over [0, 1]
+    for k, name in enumerate(names):
+        chunks[:, k] = chunk[name]
+    vertices = np.stack([np.asarray(vertex[n], dtype=np.uint32) for n in VERTEX_PROPERTIES], axis=1)
+    return gaussians_from_compressed(chunks, vertices, compressed_ply_camera(list(data.comments)))
+
+
 def read_ply(path: str | Path, *, default_color_space: Literal["sRGB", "linearRGB"] = "sRGB") -> Gaussians:
-    """Read a 3DGS ``.ply`` (ml-sharp's layout or plain vertices) into metric, linear-RGB Gaussians.
+    """Read a 3DGS ``.ply`` (ml-sharp's layout, plain vertices, or PlayCanvas' compressed layout).
+
+    Returns metric, linear-RGB Gaussians; compressed files come back dequantized, in file
+    order, with the camera of sharp-rt's header comment (see :mod:`.compressed_ply`).
 
     Files with a ``color_space`` element follow it (0 = sRGB, 1 = linear); others are
     taken as ``default_color_space`` (sRGB: what 3DGS viewers display; ml-sharp's
@@ -222,6 +253,8 @@ def read_ply(path: str | Path, *, default_color_space: Literal["sRGB", "linearRG
     if "vertex" not in elements:
         raise PlyError(f"{path} has no 'vertex' element: not a 3D Gaussian splat file.")
     vertex = elements["vertex"].data
+    if "chunk" in elements and "packed_position" in (vertex.dtype.names or ()):
+        return _read_compressed(path, data, elements)
     missing = [name for name in VERTEX_PROPERTIES if name not in (vertex.dtype.names or ())]
     if missing:
         raise PlyError(

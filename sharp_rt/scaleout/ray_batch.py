@@ -178,7 +178,9 @@ class EngineActor:
         return {key: [value] for key, value in {**row, **outputs}.items()}
 
 
-def write_row(row: dict[str, Any], fmt: str, overwrite: bool) -> dict[str, Any]:
+def write_row(
+    row: dict[str, Any], fmt: str, overwrite: bool, viewer_settings: bool = False
+) -> dict[str, Any]:
     """Ray Data stage 3: unproject + write one image's Gaussians; failures become ``error``."""
     out = {key: row[key] for key in row if key not in OUTPUT_NAMES}
     out.update(num_gaussians=0, unproject_s=0.0, write_s=0.0)
@@ -190,7 +192,13 @@ def write_row(row: dict[str, Any], fmt: str, overwrite: bool) -> dict[str, Any]:
         gaussians = unproject_outputs(outputs, float(row["f_px"]), int(row["width"]), int(row["height"]))
         out["unproject_s"] = time.perf_counter() - started
         started = time.perf_counter()
-        write_output(gaussians, Path(row["target"]), OutputFormat(fmt), overwrite=overwrite)
+        write_output(
+            gaussians,
+            Path(row["target"]),
+            OutputFormat(fmt),
+            overwrite=overwrite,
+            viewer_settings=viewer_settings,
+        )
         out["write_s"] = time.perf_counter() - started
         out["num_gaussians"] = len(gaussians)
     except Exception as error:  # a full disk on one file must not kill the job
@@ -218,6 +226,7 @@ def build_dataset(
     resources: Resources,
     max_retries: int,
     focal_rule: FocalRule = "sensor",
+    viewer_settings: bool = False,
 ):
     """The Ray Data dataset: decode tasks -> engine actor pool -> write tasks (see the module docstring).
 
@@ -248,7 +257,7 @@ def build_dataset(
             max_restarts=max_retries,
             max_task_retries=max_retries,
         )
-    settings = {"fmt": fmt.value, "overwrite": overwrite}
+    settings = {"fmt": fmt.value, "overwrite": overwrite, "viewer_settings": viewer_settings}
     return inferred.map(write_row, fn_kwargs=settings, num_cpus=IO_TASK_CPUS)
 
 
@@ -258,12 +267,14 @@ def predict_on_ray(
     fmt: OutputFormat,
     *,
     overwrite: bool = False,
+    viewer_settings: bool = False,
     options: RayOptions = RayOptions(),
     on_start: Callable[[Resources], None] = lambda resources: None,
     focal_rule: FocalRule = "sensor",
 ) -> Iterator[ImageResult]:
     """Predict ``(image, target)`` pairs on Ray; yields one :class:`ImageResult` per image as it finishes.
 
+    ``viewer_settings``: also write each photo's camera for web viewers (``outputs.write_output``).
     ``on_start`` is called once the actor pool is planned.  Images whose
     workers failed more than ``options.max_retries`` times come last, as lost.
     """
@@ -290,7 +301,15 @@ def predict_on_ray(
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         absolute = [{"source": str(s.resolve()), "target": str(t.resolve())} for s, t in todo]
         dataset = build_dataset(
-            absolute, resolution, spec, fmt, overwrite, resources, options.max_retries, focal_rule
+            absolute,
+            resolution,
+            spec,
+            fmt,
+            overwrite,
+            resources,
+            options.max_retries,
+            focal_rule,
+            viewer_settings,
         )
         pending = {row["source"]: pair for row, pair in zip(absolute, todo, strict=True)}
         try:
