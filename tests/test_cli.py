@@ -24,7 +24,7 @@ def test_version_prints_the_package_version():
 def test_help_lists_the_commands():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("predict", "checkpoint", "synthetic", "info", "export", "render"):
+    for command in ("predict", "checkpoint", "synthetic", "info", "export", "render", "view"):
         assert command in result.output
 
 

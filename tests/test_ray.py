@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from sharp_rt.cli import app
 from sharp_rt.core.errors import SharpError
+from sharp_rt.predict.outputs import OutputFormat, is_complete_output
 from sharp_rt.predict.predictor import EngineSpec
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'sharp-rt[ray]')")
@@ -61,6 +62,17 @@ def test_ray_outputs_equal_single_process_bytes_and_bad_file_is_reported(
     assert written.keys() == single_process_outputs.keys() == {"coffee.ply", "chelsea.ply"}
     for name, data in written.items():
         assert data == single_process_outputs[name], f"{name} differs from the single-process output"
+
+
+def test_ray_writes_compressed_ply_and_viewer_settings(local_cluster, tmp_path, tiny_checkpoint):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(DATA / "coffee.png", folder / "coffee.png")
+    out = tmp_path / "out"
+    result = ray_predict(folder, out, tiny_checkpoint, "--format", "compressed-ply", "--viewer-settings")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["coffee.compressed.ply", "coffee.settings.json"]
+    assert is_complete_output(out / "coffee.compressed.ply", fmt=OutputFormat.compressed_ply)
 
 
 def test_killed_worker_is_restarted_and_no_image_is_lost(

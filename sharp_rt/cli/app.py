@@ -4,6 +4,7 @@
 sharp-rt predict INPUT... -o OUT_DIR   photos -> .ply / .splat (+ videos; --ray: a cluster; --server: Triton)
 sharp-rt export [--precision fp16]     checkpoint -> ONNX / TensorRT engine directory
 sharp-rt render PLY... -o OUT_DIR      trajectory videos of splats
+sharp-rt view PATH                     a splat file (or a photo) in the browser, at the photo's camera
 sharp-rt info                          what is installed and usable
 sharp-rt checkpoint [-c CKPT]          inspect a checkpoint: preset, parameters, sha256
 sharp-rt synthetic PRESET -o FILE      write synthetic weights in the official layout
@@ -27,6 +28,7 @@ from sharp_rt.cli.export import export_command
 from sharp_rt.cli.info import info_command
 from sharp_rt.cli.predict import predict_command
 from sharp_rt.cli.render import render_command
+from sharp_rt.cli.view import view_command
 
 app = typer.Typer(
     name="sharp-rt",
@@ -55,6 +57,7 @@ def _root(
 app.command("predict")(predict_command)
 app.command("export")(export_command)
 app.command("render")(render_command)
+app.command("view")(view_command)
 app.command("info")(info_command)
 app.command("checkpoint")(checkpoint_command)
 app.command("synthetic")(synthetic_command)

@@ -102,7 +102,9 @@ def check_run_mode(ray: str | None, server: str | None, render: bool, local_engi
         )
 
 
-def predict_here(predictor, todo: list[tuple[Path, Path]], fmt: OutputFormat, overwrite: bool, video):
+def predict_here(
+    predictor, todo: list[tuple[Path, Path]], fmt: OutputFormat, overwrite: bool, video, viewer_settings=False
+):
     """Run ``todo`` in this process (decoding the next image meanwhile); yields one ImageResult each."""
     from sharp_rt.predict.outputs import write_output
 
@@ -113,7 +115,7 @@ def predict_here(predictor, todo: list[tuple[Path, Path]], fmt: OutputFormat, ov
             if result.error is not None:
                 raise result.error
             started = time.perf_counter()
-            write_output(result.gaussians, target, fmt, overwrite=overwrite)
+            write_output(result.gaussians, target, fmt, overwrite=overwrite, viewer_settings=viewer_settings)
             result.seconds["write"] = time.perf_counter() - started
             if video is not None:
                 from sharp_rt.render.video import render_video
@@ -223,7 +225,27 @@ def predict_command(
             "bf16 (torch, openvino) or fp16 (torch on GPU; onnxruntime / tensorrt: the export's)."
         ),
     ] = "auto",
-    fmt: Annotated[OutputFormat, typer.Option("--format", help="Output file format.")] = OutputFormat.ply,
+    fmt: Annotated[
+        OutputFormat,
+        typer.Option(
+            "--format",
+            help="ply: ml-sharp's 3DGS layout with the photo's camera (56 B/Gaussian); plain-ply: the "
+            "same without camera elements, for strict readers (gsplat.js); splat: antimatter15 .splat "
+            "(32 B/Gaussian, no camera); compressed-ply: PlayCanvas' quantized .compressed.ply "
+            "(16 B/Gaussian; SuperSplat, PlayCanvas, Spark, Babylon.js). README: which viewer opens which.",
+        ),
+    ] = OutputFormat.ply,
+    viewer_settings: Annotated[
+        bool,
+        typer.Option(
+            "--viewer-settings",
+            help="Also write OUT_DIR/<stem>.settings.json: the photo's camera for the SuperSplat viewer "
+            "(?content=<scene>&settings=<stem>.settings.json), replaced on each write.",
+        ),
+    ] = False,
+    view: Annotated[
+        bool, typer.Option("--view", help="Then show the first result in the browser (extra \\[view]).")
+    ] = False,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Redo images whose output exists (default: skip them).")
     ] = False,
@@ -288,6 +310,10 @@ def predict_command(
     from sharp_rt.predict.predictor import Predictor
 
     with user_errors():
+        if view:
+            from sharp_rt.view.server import require_viser
+
+            require_viser()  # before minutes of work, not after
         local_engine = engine is not None or checkpoint is not None or backend is not Backend.auto
         check_run_mode(ray, server, render, local_engine)
         images = collect_images(inputs)
@@ -339,7 +365,7 @@ def predict_command(
             show_progress(iter(()), 0, len(plan.done), failures)
         elif ray is None:
             with predictor:
-                results = predict_here(predictor, plan.todo, fmt, overwrite, video)
+                results = predict_here(predictor, plan.todo, fmt, overwrite, video, viewer_settings)
                 show_progress(results, len(plan.todo), len(plan.done), failures)
         else:
             from sharp_rt.scaleout.ray_batch import RayOptions, predict_on_ray
@@ -352,6 +378,7 @@ def predict_command(
                 spec,
                 fmt,
                 overwrite=overwrite,
+                viewer_settings=viewer_settings,
                 options=options,
                 on_start=lambda r: show(
                     "Ray: {} workers x ({:g} CPUs, {:g} GPUs), {} inference threads each; engine {}",
@@ -368,4 +395,27 @@ def predict_command(
         show("[bold red]Failed:[/]")
         for path, message in failures:
             show("  {}: {}", path, message)
+    if view:
+        view_first_result(images, plan, fmt, num_gaussians)
+    if failures:
         raise typer.Exit(1)
+
+
+def view_first_result(images: list[Path], plan, fmt: OutputFormat, num_gaussians: int | None) -> None:
+    """``predict --view``: show the first input's output that is complete (this run's or an earlier one)."""
+    import functools
+
+    from sharp_rt.cli.console import show, user_errors
+    from sharp_rt.predict.outputs import is_complete_output
+
+    targets = dict(plan.todo + plan.done)
+    ordered = [targets[image] for image in images if image in targets]
+    first = next((t for t in ordered if is_complete_output(t, num_gaussians, fmt)), None)
+    if first is None:
+        show("--view: no output to show")
+        return
+    with user_errors():
+        from sharp_rt.view import load_scene, serve
+
+        scene = load_scene(first)
+        serve(scene, first.name, host="127.0.0.1", port=8080, browser=True, say=functools.partial(show, "{}"))
