@@ -53,6 +53,18 @@ def tiny_checkpoint(tmp_path_factory, tiny_state) -> Path:
     return save_checkpoint(tiny_state, tmp_path_factory.mktemp("ckpt") / "tiny_seed0.pt")
 
 
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory, tiny_checkpoint) -> Path:
+    """The tiny synthetic checkpoint exported to fp32 ONNX (shared: copy it before changing it)."""
+    pytest.importorskip("onnxruntime")
+    from sharp_rt.export.pipeline import export_engine
+
+    out = tmp_path_factory.mktemp("engines") / "tiny-fp32"
+    result = export_engine(tiny_checkpoint, precision="fp32", out_dir=out)
+    assert result.passed
+    return out
+
+
 @pytest.fixture()
 def photo_folder(tmp_path):
     """Two good photos, one corrupt JPEG and one unsupported file in nested folders."""

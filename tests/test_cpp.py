@@ -9,7 +9,6 @@ Skipped when cmake or a C++ compiler is missing.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -199,25 +198,22 @@ def test_splat_matches_python(cpp_run: Path, golden: dict) -> None:
         assert np.mean(step != 0) < 1e-3, field  # only values on a rounding boundary
 
 
-def _load_export_helper():
-    """Import cpp/examples/export_aoti.py (not a package module)."""
-    spec = importlib.util.spec_from_file_location("export_aoti", CPP_DIR / "examples" / "export_aoti.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
-def test_aoti_example_app(golden: dict, tmp_path: Path) -> None:
+def test_aoti_example_app(golden: dict, tmp_path: Path, request) -> None:
     """cpp/examples/predict_ppm (LibTorch + AOTInductor, no Python) vs the Python runtime.
 
-    Compiles the tiny synthetic-weights model to a .pt2 (~1 min), builds the example against
-    the torch wheel's LibTorch, runs it on coffee.ppm and compares its .ply with the one the
-    Python runtime writes from the same package's outputs.
+    Compiles the tiny synthetic-weights model with ``sharp-rt export --target aoti`` (~1 min on
+    a quiet 2-core machine; validated against sharp_ref there), builds the example against the
+    torch wheel's LibTorch, runs it on coffee.ppm and compares its .ply with the one the Python
+    runtime writes from the same package's outputs.
     """
     torch = pytest.importorskip("torch")
-    model = _load_export_helper().export_aoti(tmp_path / "tiny.pt2", config="tiny", seed=0)
+    from sharp_rt.export.aoti import export_aoti
+
+    checkpoint = request.getfixturevalue("tiny_checkpoint")  # synthetic seed 0, as the golden file
+    result = export_aoti(checkpoint, device="cpu", precision="fp32", out_dir=tmp_path / "tiny-aoti")
+    assert result.passed, result.manifest.validation["failures"]
+    model = result.manifest.aoti_path
     build = tmp_path / "build"
     _run(
         CMAKE, "-S", str(CPP_DIR), "-B", str(build), f"-DCMAKE_CXX_COMPILER={CXX}",

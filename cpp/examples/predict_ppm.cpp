@@ -3,8 +3,9 @@
 //
 //   predict_ppm MODEL.pt2 IMAGE.ppm OUT.ply [F_MM=30] [OUT.splat]
 //
-// MODEL.pt2 comes from cpp/examples/export_aoti.py (AOTInductor package of the SHARP predictor,
-// inputs/outputs as in docs/engine-contract.md, metadata "internal_size").  The image must be a
+// MODEL.pt2 is the model.pt2 of `sharp-rt export --target aoti --device cpu` (AOTInductor package of
+// the SHARP predictor, inputs/outputs as in docs/engine-contract.md, metadata "internal_size",
+// "device").  The image must be a
 // binary PPM (P6, 8-bit; no EXIF, so the focal length is F_MM, 35 mm equivalent, default 30).
 // Steps: read_ppm -> preprocess_into (directly into the input tensor) -> AOTIModelPackageLoader::run
 // -> unproject -> write_ply_file / write_splat_file.
@@ -43,8 +44,13 @@ int run(const std::string& model_path, const std::string& image_path, const std:
     const std::unordered_map<std::string, std::string> metadata = loader.get_metadata();
     const auto found = metadata.find("internal_size");
     if (found == metadata.end())
-        throw std::runtime_error(model_path + " has no 'internal_size' metadata (export it with export_aoti.py)");
+        throw std::runtime_error(model_path + " has no 'internal_size' metadata (export it with "
+                                 "`sharp-rt export --target aoti --device cpu`)");
     const int size = std::stoi(found->second);
+    const auto device = metadata.find("device");
+    if (device != metadata.end() && device->second != "cpu")
+        throw std::runtime_error(model_path + " was compiled for " + device->second +
+                                 "; this example runs CPU packages (export with --device cpu)");
 
     at::Tensor input = at::empty({1, 3, size, size}, at::kFloat);  // [1, 3, S, S]
     sharp_rt::preprocess_into(image.pixels.data(), image.width, image.height, size, input.data_ptr<float>());

@@ -52,6 +52,9 @@ def _root(
     ] = False,
 ) -> None:
     """Run Apple's SHARP (one photo -> 3D Gaussians) in production."""
+    from sharp_rt.cli.console import show_library_warnings
+
+    show_library_warnings()
 
 
 app.command("predict")(predict_command)

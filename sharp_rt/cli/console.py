@@ -11,7 +11,9 @@ every command prints through this module, and user text is escaped here, once:
 - :func:`progress_bar` shows task descriptions (file names) as they are;
 - :func:`user_errors` prints a :class:`SharpError` as one escaped line plus its hint;
 - :func:`live_stage` shows a long step as a live status line with its elapsed time;
-- :func:`library_noise` keeps third-party log records and warnings off the terminal.
+- :func:`library_noise` keeps third-party log records and warnings off the terminal;
+- :func:`show_library_warnings` prints what sharp-rt itself logs (an engine that fell
+  back, a provider that did not load) as one ``warning:`` line each.
 
 The consoles have emoji codes and highlighting off.
 """
@@ -129,3 +131,22 @@ def library_noise(verbose: bool) -> Iterator[None]:
             yield
     finally:
         logging.disable(previous)
+
+
+class _ConsoleHandler(logging.Handler):
+    """Prints a log record as one ``warning:`` line on the console (message escaped)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        show("[yellow]warning:[/] {}", record.getMessage())
+
+
+def show_library_warnings() -> None:
+    """Print warnings that sharp-rt logs (an engine that fell back, a provider that did not load) here.
+
+    The library logs them on the ``sharp_rt`` logger; the command line shows
+    each as one ``warning:`` line instead of Python's plain stderr output.
+    """
+    logger = logging.getLogger("sharp_rt")
+    if not any(isinstance(handler, _ConsoleHandler) for handler in logger.handlers):
+        logger.addHandler(_ConsoleHandler(logging.WARNING))
+        logger.propagate = False

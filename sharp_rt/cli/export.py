@@ -20,6 +20,7 @@ class PrecisionOption(str, Enum):
 
     fp32 = "fp32"
     fp16 = "fp16"
+    bf16 = "bf16"
 
 
 class TargetOption(str, Enum):
@@ -27,7 +28,15 @@ class TargetOption(str, Enum):
 
     onnx = "onnx"
     tensorrt = "tensorrt"
+    aoti = "aoti"
     triton = "triton"
+
+
+class DeviceOption(str, Enum):
+    """Device an AOTInductor package is compiled for."""
+
+    cpu = "cpu"
+    cuda = "cuda"
 
 
 class TritonBackendOption(str, Enum):
@@ -53,26 +62,36 @@ def export_command(
     ] = None,
     precision: Annotated[
         PrecisionOption,
-        typer.Option("--precision", help="fp32, or fp16 (mixed precision carried by the ONNX)."),
+        typer.Option(
+            "--precision",
+            help="fp32, fp16 (ONNX: mixed precision carried by the graph; aoti: CUDA only), "
+            "or bf16 (aoti only).",
+        ),
     ] = PrecisionOption.fp32,
     target: Annotated[
         TargetOption,
         typer.Option(
             "--target",
-            help="onnx, tensorrt (also builds model.plan; NVIDIA GPU), or triton (a model repository).",
+            help="onnx, tensorrt (also builds model.plan; NVIDIA GPU), aoti (an AOTInductor package, "
+            "model.pt2, for --device), or triton (a model repository).",
         ),
     ] = TargetOption.onnx,
+    device: Annotated[
+        DeviceOption, typer.Option("--device", help="--target aoti: compile for cpu or cuda.")
+    ] = DeviceOption.cpu,
     out_dir: Annotated[
         Path | None,
         typer.Option(
             "-o",
             "--out-dir",
-            help="Artifact directory; default engines/<config>-<precision>. "
+            help="Artifact directory; default engines/<config>-<precision> "
+            "(aoti: engines/<config>-aoti-<device>-<precision>). "
             "For --target triton: the model repository, default model_repository/.",
         ),
     ] = None,
     no_validate: Annotated[
-        bool, typer.Option("--no-validate", help="Skip the ONNX Runtime check against the PyTorch reference.")
+        bool,
+        typer.Option("--no-validate", help="Skip the check of the engine against the PyTorch reference."),
     ] = False,
     dynamic_batch: Annotated[
         bool, typer.Option("--dynamic-batch", help="Export a dynamic batch dimension (default: batch 1).")
@@ -101,7 +120,7 @@ def export_command(
         bool, typer.Option("--verbose", help="Also show the log messages and warnings of torch, ONNX, ...")
     ] = False,
 ) -> None:
-    """Export SHARP to ONNX (fp32 / fp16), a TensorRT engine or a Triton model repository, validated."""
+    """Export SHARP to ONNX (fp32 / fp16), TensorRT, an AOTInductor package or a Triton repository."""
     from sharp_rt.cli.console import library_noise, live_stage, show, user_errors
 
     def log(message: str) -> None:
@@ -129,6 +148,26 @@ def export_command(
             )
         _report_triton(triton)
         _report(triton.export)
+        return
+    if target is TargetOption.aoti:
+        with user_errors(), library_noise(verbose):
+            if dynamic_batch:
+                from sharp_rt.core.errors import SharpError
+
+                raise SharpError("AOTInductor packages have a static batch of 1", hint="drop --dynamic-batch")
+            from sharp_rt.export.aoti import export_aoti
+
+            result = export_aoti(
+                checkpoint,
+                precision=precision.value,
+                device=device.value,
+                out_dir=out_dir,
+                validate=not no_validate,
+                overwrite=overwrite,
+                log=log,
+                stage=live_stage,
+            )
+        _report(result)
         return
     with user_errors(), library_noise(verbose):
         from sharp_rt.export.pipeline import export_engine

@@ -85,6 +85,8 @@ def info_command(
             artifacts.add_row(*map(plain, unreadable), plain(error.message, style="red"))
             continue
         plan = manifest.tensorrt.get("gpu_name", "yes") if manifest.plan_path else "no"
+        if manifest.aoti is not None:
+            plan = f"no (AOTInductor package, {manifest.aoti.get('device')})"
         row = (manifest.directory, manifest.config, manifest.precision, manifest.validation_status, plan)
         artifacts.add_row(*map(plain, (*row, "ok")))
     none = plain(f"No exported engines in {engines_dir}/ (sharp-rt export)")

@@ -34,6 +34,7 @@ class Backend(str, Enum):
     tensorrt = "tensorrt"
     openvino = "openvino"
     onnxruntime = "onnxruntime"
+    aoti = "aoti"
     torch = "torch"
 
 
@@ -59,10 +60,19 @@ def engine_spec(
     device: str,
     precision: str,
     threads: int | None,
+    compile: bool = False,
 ):
     """Pick the engine: an export directory, the default export, or torch from a checkpoint."""
     from sharp_rt.predict.predictor import EngineSpec
 
+    if compile and backend is not Backend.torch:
+        raise SharpError(
+            "--compile applies to the torch backend", hint="add --backend torch, or drop --compile"
+        )
+    if backend is Backend.aoti and engine is None:
+        raise SharpError(
+            "--backend aoti needs --engine DIR", hint="export one with `sharp-rt export --target aoti`"
+        )
     if engine is None and backend is not Backend.torch and checkpoint is None:
         found = [d for d in DEFAULT_ENGINE_DIRS if (d / "manifest.json").is_file()]
         if not found:
@@ -82,7 +92,12 @@ def engine_spec(
         )
     checkpoint = checkpoint.resolve() if checkpoint else None
     return EngineSpec(
-        checkpoint=checkpoint, backend="torch", device=device, precision=precision, threads=threads
+        checkpoint=checkpoint,
+        backend="torch",
+        device=device,
+        precision=precision,
+        threads=threads,
+        compile=compile,
     )
 
 
@@ -208,7 +223,9 @@ def predict_command(
         Backend,
         typer.Option(
             help="Inference backend; auto: the fastest measured for this machine (TensorRT plan on an "
-            "NVIDIA GPU; else OpenVINO if installed, else ONNX Runtime; `sharp-rt info` says which and why)."
+            "NVIDIA GPU; else OpenVINO if installed, else ONNX Runtime; `sharp-rt info` says which and "
+            "why; a plan that does not run here falls back to ONNX Runtime with a warning); an "
+            "AOTInductor export runs with aoti."
         ),
     ] = Backend.auto,
     checkpoint: Annotated[
@@ -225,6 +242,14 @@ def predict_command(
             "bf16 (torch, openvino) or fp16 (torch on GPU; onnxruntime / tensorrt: the export's)."
         ),
     ] = "auto",
+    compile: Annotated[
+        bool,
+        typer.Option(
+            "--compile",
+            help="torch backend: torch.compile the model (Inductor; CUDA graphs on GPU). The first image "
+            "compiles (minutes for the full model); no TensorRT needed.",
+        ),
+    ] = False,
     fmt: Annotated[
         OutputFormat,
         typer.Option(
@@ -314,7 +339,7 @@ def predict_command(
             from sharp_rt.view.server import require_viser
 
             require_viser()  # before minutes of work, not after
-        local_engine = engine is not None or checkpoint is not None or backend is not Backend.auto
+        local_engine = engine is not None or checkpoint is not None or backend is not Backend.auto or compile
         check_run_mode(ray, server, render, local_engine)
         images = collect_images(inputs)
         spec = predictor = None
@@ -326,7 +351,7 @@ def predict_command(
             predictor = Predictor(remote, focal_rule=focal_rule.value)
             num_gaussians = remote.info.num_gaussians
         else:
-            spec = engine_spec(engine, backend, checkpoint, device, precision, threads)
+            spec = engine_spec(engine, backend, checkpoint, device, precision, threads, compile)
             num_gaussians = spec.num_gaussians()
         plan = plan_outputs(
             images, out_dir, fmt, keep_tree=keep_tree, overwrite=overwrite, num_gaussians=num_gaussians
@@ -349,10 +374,11 @@ def predict_command(
             info = predictor.engine.info
             why = "; ".join(info.details[k] for k in ("chosen", "precision_reason") if info.details.get(k))
             show(
-                "Engine: {} ({}, {}), {} px, loaded in {:.1f} s{}",
+                "Engine: {} ({}, {}{}), {} px, loaded in {:.1f} s{}",
                 info.backend,
                 info.precision,
                 info.device,
+                ", compiled" if info.details.get("compiled") else "",
                 info.resolution,
                 time.perf_counter() - started,
                 f" ({why})" if why else "",

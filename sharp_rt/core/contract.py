@@ -7,6 +7,10 @@ An artifact directory (default ``engines/<config>-<precision>/``) holds::
     model.plan         optional: a serialized TensorRT engine
     manifest.json      this module's format, written last
 
+or, for ``sharp-rt export --target aoti``, instead of the ONNX files::
+
+    model.pt2          an AOTInductor package (compiled kernels + weights, one device)
+
 ``manifest.json`` is written last and atomically, so a directory without one
 is an interrupted export.  :func:`read_manifest` is the one entry point for
 every runtime (Python, C++, apps): it checks the format, the requested
@@ -33,6 +37,7 @@ MANIFEST_NAME = "manifest.json"
 ONNX_NAME = "model.onnx"
 ONNX_DATA_NAME = "model.onnx.data"
 PLAN_NAME = "model.plan"
+AOTI_NAME = "model.pt2"
 FORMAT = "sharp-rt-engine"
 FORMAT_VERSION = 1
 OPSET = 18  # pinned ONNX opset of every export
@@ -47,10 +52,11 @@ OUTPUT_WIDTHS: dict[str, int | None] = {
     "colors": 3,
     "opacities": None,
 }
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "bf16")  # of any artifact; bf16 only in AOTInductor packages
+ONNX_PRECISIONS = ("fp32", "fp16")  # ONNX graphs and TensorRT plans
 BATCH_DIM = "batch"  # name of the symbolic batch dimension of --dynamic-batch exports
 
-Precision = Literal["fp32", "fp16"]
+Precision = Literal["fp32", "fp16", "bf16"]
 VerifyMode = Literal["none", "size", "sha256"]
 
 
@@ -106,8 +112,8 @@ def file_record(path: Path) -> FileRecord:
 class Manifest:
     """A parsed, checked ``manifest.json`` (see ``docs/engine-contract.md``).
 
-    ``files`` maps roles (``onnx``, ``onnx_data``, ``plan``) to records;
-    ``validation`` and ``tensorrt`` are the raw JSON sections.
+    ``files`` maps roles (``onnx``, ``onnx_data``, ``plan``, or ``aoti``) to
+    records; ``validation``, ``tensorrt`` and ``aoti`` are the raw JSON sections.
     """
 
     directory: Path
@@ -115,7 +121,7 @@ class Manifest:
     internal_resolution: int
     num_gaussians: int
     precision: Precision
-    opset: int
+    opset: int | None  # None for an AOTInductor package
     dynamic_batch: bool
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
@@ -123,12 +129,29 @@ class Manifest:
     files: dict[str, FileRecord]
     validation: dict[str, Any]
     tensorrt: dict[str, Any] | None
+    aoti: dict[str, Any] | None  # the AOTInductor package's build environment (device, torch version)
     raw: dict[str, Any]
 
     @property
     def onnx_path(self) -> Path:
-        """The ONNX graph (its weights are in ``model.onnx.data`` next to it)."""
-        return self.directory / self.files["onnx"].name
+        """The ONNX graph (its weights are in ``model.onnx.data`` next to it).
+
+        Raises :class:`EngineError` for an AOTInductor artifact, which has no ONNX graph.
+        """
+        record = self.files.get("onnx")
+        if record is None:
+            raise EngineError(
+                f"{self.directory} holds an AOTInductor package, not an ONNX graph",
+                hint="open it with the torch backend (backend='aoti' / auto), or export ONNX with "
+                "`sharp-rt export --target onnx`",
+            )
+        return self.directory / record.name
+
+    @property
+    def aoti_path(self) -> Path | None:
+        """The AOTInductor package, or None when the directory has none."""
+        record = self.files.get("aoti")
+        return None if record is None else self.directory / record.name
 
     @property
     def plan_path(self) -> Path | None:
@@ -187,7 +210,7 @@ def parse_manifest(data: Mapping[str, Any], directory: Path) -> Manifest:
             internal_resolution=int(data["internal_resolution"]),
             num_gaussians=int(data["num_gaussians"]),
             precision=data["precision"],
-            opset=int(data["opset"]),
+            opset=None if data.get("opset") is None else int(data["opset"]),
             dynamic_batch=bool(data["dynamic_batch"]),
             inputs=_parse_specs(data["inputs"], directory),
             outputs=_parse_specs(data["outputs"], directory),
@@ -195,6 +218,7 @@ def parse_manifest(data: Mapping[str, Any], directory: Path) -> Manifest:
             files=files,
             validation=dict(data.get("validation") or {"status": "skipped"}),
             tensorrt=data.get("tensorrt"),
+            aoti=data.get("aoti"),
             raw=dict(data),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as error:
@@ -202,7 +226,12 @@ def parse_manifest(data: Mapping[str, Any], directory: Path) -> Manifest:
             f"{where} is incomplete or malformed ({type(error).__name__}: {error})",
             hint=_reexport_hint(directory),
         ) from None
-    if manifest.precision not in PRECISIONS or "onnx" not in files:
+    graph = "onnx" in files or "aoti" in files
+    if (
+        manifest.precision not in PRECISIONS
+        or not graph
+        or ("onnx" in files and manifest.precision == "bf16")
+    ):
         raise EngineError(
             f"{where} is malformed (precision {manifest.precision!r}, files {sorted(files)})",
             hint=_reexport_hint(directory),

@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import logging
 from typing import Any
 
 import numpy as np
 
 from sharp_rt.core.contract import INPUT_NAMES, OUTPUT_NAMES
 
-__all__ = ["INPUT_NAMES", "OUTPUT_NAMES", "Engine", "EngineInfo"]
+__all__ = ["INPUT_NAMES", "OUTPUT_NAMES", "Engine", "EngineInfo", "report_fallback"]
+
+logger = logging.getLogger("sharp_rt.engines")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +42,18 @@ class EngineInfo:
     num_gaussians: int  # N per image
     max_batch: int | None  # largest batch (None: unbounded)
     details: dict[str, Any] = dataclasses.field(default_factory=dict)  # backend-specific facts
+    notes: list[str] = dataclasses.field(default_factory=list)  # one line each: what did not load as asked
+
+
+def report_fallback(info: EngineInfo, note: str) -> None:
+    """Record ``note`` (one line: what was asked, what runs instead, why) and log it as a warning.
+
+    The warning goes to the ``sharp_rt.engines`` logger: without logging
+    configured, Python prints it as one line on stderr; the CLI prints it
+    through its console.
+    """
+    info.notes.append(note)
+    logger.warning(note)
 
 
 def artifact_info(manifest, backend: str, device: str, **details: Any) -> EngineInfo:

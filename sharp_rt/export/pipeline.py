@@ -39,14 +39,15 @@ from pathlib import Path
 from typing import Any
 
 from sharp_rt.core.contract import (
+    AOTI_NAME,
     FORMAT,
     FORMAT_VERSION,
     MANIFEST_NAME,
     ONNX_DATA_NAME,
     ONNX_NAME,
+    ONNX_PRECISIONS,
     OPSET,
     PLAN_NAME,
-    PRECISIONS,
     Manifest,
     file_record,
     io_specs,
@@ -133,7 +134,7 @@ def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
     """Refuse a folder that holds an engine (unless ``overwrite``) or cannot be written; create it."""
     from sharp_rt.core.atomic import check_writable
 
-    ours = [out_dir / name for name in (MANIFEST_NAME, ONNX_NAME, ONNX_DATA_NAME, PLAN_NAME)]
+    ours = [out_dir / name for name in (MANIFEST_NAME, ONNX_NAME, ONNX_DATA_NAME, PLAN_NAME, AOTI_NAME)]
     existing = [path for path in ours if path.exists()]
     if existing and not overwrite:
         raise OutputError(
@@ -184,15 +185,20 @@ def _error_summary(result: dict[str, Any]) -> str:
     )
 
 
-def _validate_plan(plan: Path, probe, reference, precision: str, validation: dict, log) -> dict[str, Any]:
-    """Run the fresh plan on the probe too; its result goes to ``validation["tensorrt"]``."""
-    import tensorrt as trt
-
-    from sharp_rt.engines.tensorrt_engine import run_plan
+def _validate_plan(
+    plan: Path, config, probe, reference, precision: str, validation: dict, log
+) -> dict[str, Any]:
+    """Run the fresh plan on the probe with the TensorRT engine; the result: ``validation["tensorrt"]``."""
+    from sharp_rt.engines.tensorrt_engine import TensorRTEngine
     from sharp_rt.export.validate import compare_outputs
 
-    engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan.read_bytes())
-    result = compare_outputs(run_plan(engine, *probe), reference, precision)
+    engine = TensorRTEngine.from_plan(
+        plan, resolution=config.internal_resolution, num_gaussians=config.num_gaussians, precision=precision
+    )
+    try:
+        result = compare_outputs(engine.run(*probe), reference, precision)
+    finally:
+        engine.close()
     log(f"TensorRT validation {result['status']}: {_error_summary(result)}")
     failures = validation["failures"] + [f"tensorrt {failure}" for failure in result["failures"]]
     status = "failed" if failures else "passed"
@@ -228,8 +234,11 @@ def export_engine(
     """
     started = time.perf_counter()
     stage = stage or logged_stages(log)
-    if precision not in PRECISIONS:
-        raise SharpError(f"Unknown precision {precision!r}", hint="choose fp32 or fp16")
+    if precision not in ONNX_PRECISIONS:
+        raise SharpError(
+            f"ONNX and TensorRT engines are fp32 or fp16, not {precision!r}",
+            hint="choose fp32 or fp16 (bf16: `sharp-rt export --target aoti --precision bf16`)",
+        )
     if target not in TARGETS:
         raise SharpError(f"Unknown target {target!r}", hint="choose onnx or tensorrt")
     if target == "tensorrt":
@@ -301,6 +310,7 @@ def export_engine(
                 validation = _validate(staging / ONNX_NAME, probe, reference, precision, log)
         (out / MANIFEST_NAME).unlink(missing_ok=True)  # never leave a manifest describing other files
         (out / PLAN_NAME).unlink(missing_ok=True)
+        (out / AOTI_NAME).unlink(missing_ok=True)  # an older export of another target
         shutil.rmtree(out / "ort-cache", ignore_errors=True)  # derived from the old graph (sharp_rt.engines)
         for name in (ONNX_NAME, ONNX_DATA_NAME):
             os.replace(staging / name, out / name)
@@ -322,7 +332,9 @@ def export_engine(
             )
         if validate:
             with stage("tensorrt validation"):
-                validation = _validate_plan(out / PLAN_NAME, probe, reference, precision, validation, log)
+                validation = _validate_plan(
+                    out / PLAN_NAME, config, probe, reference, precision, validation, log
+                )
 
     files = {"onnx": file_record(out / ONNX_NAME), "onnx_data": file_record(out / ONNX_DATA_NAME)}
     if tensorrt_section is not None:

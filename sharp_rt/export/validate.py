@@ -102,6 +102,20 @@ TOLERANCES: dict[str, Tolerance] = {
             "opacities": Bound(within=1e-2, max=1e-2),
         },
     ),
+    # bf16 (AOTInductor packages, torch engines; ONNX has no bf16): provisional bounds, about 1.5x the largest
+    # p99.9 and 2-3x the largest maxima measured with the BF16_FP32_ISLANDS layout on the evaluation photos
+    # (docs/precision.md, "bf16": tiny1536 2 photos x 2 seeds, sharp 1 x 1: covariance p99.9 <= 9.1e-2,
+    # max <= 3.4e-1; means 6.3e-3 / 9.5e-3; colours 9.1e-4 / 1.8e-3; opacities 7.4e-3 / 1.3e-2).
+    # bf16 cannot keep covariances within 1e-2 (docs/precision.md): use fp32 or fp16 for that.
+    "bf16": Tolerance(
+        min_fraction_within=0.999,
+        bounds={
+            "covariances": Bound(within=1.5e-1, max=1.0),
+            "mean_vectors": Bound(within=1e-2, max=3e-2),
+            "colors": Bound(within=2e-3, max=5e-3),
+            "opacities": Bound(within=1.5e-2, max=4e-2),
+        },
+    ),
 }
 
 

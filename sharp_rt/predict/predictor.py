@@ -1,8 +1,10 @@
 """``Predictor``: photos to metric Gaussians with any engine.
 
 ```
-Predictor.from_artifact("engines/sharp-fp16")        # TensorRT plan if usable, else ONNX Runtime
+Predictor.from_artifact("engines/sharp-fp16")        # TensorRT plan if usable, else ONNX Runtime (says why)
+Predictor.from_artifact("engines/sharp-aoti-cuda-fp16")   # an AOTInductor package
 Predictor.from_checkpoint(None, device="cpu", precision="bf16")   # PyTorch, no export needed
+Predictor.from_checkpoint(None, device="cuda", precision="fp16", compile=True)   # torch.compile, no TensorRT
 
 predict(path | uint8 HxWx3, f_px=None)
    load_image ─> preprocess(S) ─> engine.run(image, f_px / W) ─> unproject ─> Gaussians
@@ -47,13 +49,14 @@ class EngineSpec:
     """How to open an engine: a small picklable value, so each Ray worker can open its own."""
 
     artifact: Path | None = None  # export directory (sharp-rt export); None: PyTorch from ``checkpoint``
-    backend: str = "auto"  # auto, tensorrt, openvino or onnxruntime for artifacts; torch for checkpoints
+    backend: str = "auto"  # auto, tensorrt, openvino, onnxruntime, aoti (artifacts); torch (checkpoints)
     checkpoint: Path | None = None  # torch backend: .pt / .safetensors; None: the official checkpoint
     device: str = "auto"  # torch backend: auto, cpu, cuda[:N] or mps
     # Compute precision. torch: fp32, bf16, fp16 or auto (bf16 on a CPU with AMX-BF16 / AVX512-BF16,
     # else fp32); openvino: auto, fp32 or bf16; onnxruntime / tensorrt: the export's (auto: any).
     precision: str = "auto"
     threads: int | None = None  # CPU threads for inference; None: the backend's default (all cores)
+    compile: bool = False  # torch backend: torch.compile (Inductor; CUDA graphs on CUDA)
 
     @property
     def uses_torch(self) -> bool:
@@ -95,10 +98,13 @@ class EngineSpec:
 
                 cpu = self.device in ("auto", "cpu")
                 precision = choose_engine(Machine.detect(), [], backend="torch").precision if cpu else "fp32"
-            return TorchEngine.from_checkpoint(self.checkpoint, device=self.device, precision=precision)
+            return TorchEngine.from_checkpoint(
+                self.checkpoint, device=self.device, precision=precision, compile=self.compile
+            )
         from sharp_rt.engines import load_artifact
 
-        options = {"threads": self.threads} if self.threads and self.backend != "tensorrt" else {}
+        threads = self.threads and self.backend not in ("tensorrt", "aoti")
+        options = {"threads": self.threads} if threads else {}
         if self.backend in ("auto", "openvino"):
             options["precision"] = self.precision
         return load_artifact(self.artifact, backend=self.backend, **options)
@@ -196,9 +202,12 @@ class Predictor:
 
     @classmethod
     def from_artifact(cls, path: str | Path, *, backend: str = "auto", **options) -> Predictor:
-        """Load an export directory: ``backend`` is ``auto``, ``tensorrt``, ``openvino`` or ``onnxruntime``.
+        """Load an export directory; ``backend``: auto, tensorrt, openvino, onnxruntime or aoti.
 
-        ``options`` go to the engine (e.g. ``providers=[...]``, ``threads=2``, ``precision="fp16"``;
+        ``auto``: the engine :func:`sharp_rt.engines.load_artifact` chooses; a TensorRT plan
+        that does not run here falls back to ONNX Runtime (logged in one line, kept in
+        ``engine.info.notes``); an AOTInductor artifact opens with its engine.  ``options``
+        go to the engine (e.g. ``providers=[...]``, ``threads=2``, ``precision="fp16"``;
         OpenVINO: ``precision="auto" | "fp32" | "bf16"``, see ``sharp_rt.engines.load_artifact``).
         """
         from sharp_rt.engines import load_artifact
@@ -212,12 +221,20 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path | None = None, device: str = "auto", precision: str = "fp32"
+        cls,
+        path: str | Path | None = None,
+        device: str = "auto",
+        precision: str = "fp32",
+        compile: bool = False,
     ) -> Predictor:
-        """Run ``sharp_ref`` in PyTorch from a checkpoint (default: the official one)."""
+        """Run ``sharp_ref`` in PyTorch from a checkpoint (default: the official one).
+
+        ``compile=True``: torch.compile (Inductor, CUDA graphs on CUDA); the first
+        prediction compiles (minutes for the full model).
+        """
         from sharp_rt.engines.torch_engine import TorchEngine
 
-        return cls(TorchEngine.from_checkpoint(path, device=device, precision=precision))
+        return cls(TorchEngine.from_checkpoint(path, device=device, precision=precision, compile=compile))
 
     def prepare(self, image: np.ndarray | str | Path, f_px: float | None = None) -> Prepared:
         """Decode (if a path) and preprocess one image for this engine."""
