@@ -2,8 +2,9 @@
 
     python benchmarks/gpu_suite.py [--device cuda|cpu] [--preset sharp|tiny1536|tiny] [--out DIR]
 
-What it does, in this order (each step is timed; a step whose optional piece is missing
-or that does not fit the time budget is skipped with the reason, and the rest goes on):
+What it does (each step is timed; a step whose optional piece is missing or that does not
+fit the time budget is skipped with the reason, and the rest goes on; on CUDA in this order,
+on CPU the cheap steps 5 and 6 come first):
 
 1. environment: GPU, driver, CUDA, torch, Triton, timm, onnx(runtime), gsplat, CPU, load;
    on CUDA it starts building gsplat's CUDA kernels (JIT, nvcc) in a background process.
@@ -16,12 +17,14 @@ or that does not fit the time budget is skipped with the reason, and the rest go
    request with torch's default TF32 settings; fp16 needs CUDA): each
    is loaded from the checkpoint into ``TorchEngine`` (``compile=True``: torch.compile,
    Inductor + CUDA graphs), and measured:
-   * cold start: checkpoint load + engine + first photo to a written PLY (compiling included);
+   * cold start: checkpoint load + engine + first photo to a written PLY (compiling included;
+     in this process, so the CUDA context is already up);
    * parity against the fp32 reference on both photos (``sharp_rt.export.validate.compare_outputs``
      with that precision's tolerance);
    * warm end to end, photo file to written PLY (decode, preprocess, network, copy back,
-     unprojection, PLY write): median of 5, CUDA events on CUDA (perf_counter on CPU), and
-     per stage; the network alone (``TorchEngine.forward`` on device tensors): median of 5.
+     unprojection, PLY write): median of ``--repeats`` (5 on CUDA, 2 on CPU) by CUDA events
+     (perf_counter on CPU), and per stage; the network alone (``TorchEngine.forward`` on
+     device tensors): median of ``--repeats``.
 5. render: a SHARP-sized scene (1,179,648 Gaussians, ``benchmarks/render.py``), 8 frames of
    the default trajectory at 512x512 with gsplat and with the portable rasterizer on the
    device: setup, time per frame (median), and the PSNR of the portable frames against gsplat.
@@ -414,7 +417,7 @@ class Suite:
         import numpy as np
 
         from sharp_rt.export.validate import TOLERANCES, compare_outputs
-        from sharp_rt.predict.predictor import Predictor
+        from sharp_rt.predict.predictor import Predictor, unproject_outputs
         from sharp_rt.runtime.ply import write_ply
 
         kind, precision = name.split("-")
@@ -427,16 +430,23 @@ class Suite:
             raise SkipStepError("no fp32 reference (the reference step did not run)")
         photos = self.photo_inputs()
         ply = self.work / f"{name}.ply"
-        # Cold: checkpoint -> engine -> first photo written as PLY (compiling, for compiled variants).
+        # Cold: checkpoint -> engine -> first photo written as PLY (compiling, for compiled variants);
+        # its network outputs are also the first photo's parity check.
         started = time.perf_counter()
         engine = self.open_engine(precision, compile)
         predictor = Predictor(engine)
-        write_ply(predictor.predict(PHOTOS[0]), ply, overwrite=True)
+        prepared = predictor.prepare(PHOTOS[0])
+        first = engine.run(prepared.image, np.array([prepared.f_px / prepared.width], np.float32))
+        gaussians = unproject_outputs(
+            {k: v[0] for k, v in first.items()}, prepared.f_px, prepared.width, prepared.height
+        )
+        write_ply(gaussians, ply, overwrite=True)
         cold = time.perf_counter() - started
         try:
             parity = {}
             for photo, _, image, factor in photos:
-                result = compare_outputs(engine.run(image, factor), self.reference[photo], precision)
+                outputs = first if photo == PHOTOS[0].stem else engine.run(image, factor)
+                result = compare_outputs(outputs, self.reference[photo], precision)
                 worst = max(result["outputs"].items(), key=lambda item: item[1]["p99_rel"])
                 parity[photo] = {
                     "status": result["status"],
@@ -484,12 +494,14 @@ class Suite:
         }
 
     def network_times(self, engine, image, factor) -> list[float]:
-        """The network alone on device tensors: ``repeats`` timed runs after one untimed run."""
+        """The network alone on device tensors: ``repeats`` timed runs (compiled: after an untimed run,
+        which records the CUDA graph for device tensors)."""
         import torch
 
         x = torch.from_numpy(image).to(self.device)
         f = torch.from_numpy(factor).to(self.device)
-        engine.forward(x, f)
+        if engine.compiled:
+            engine.forward(x, f)
         times: list[float] = []
         for _ in range(self.args.repeats):
             with self.clock.measure(times):
@@ -540,7 +552,8 @@ class Suite:
             for camera in cameras:
                 with self.clock.measure(times):
                     renderer.render_linear(camera)
-            images[backend] = [renderer.render(camera).image for camera in cameras]
+            if "gsplat" in backends:  # images for the PSNR of the portable frames against gsplat
+                images[backend] = [renderer.render(camera).image for camera in cameras]
             ms = median(times)
             result[backend] = {
                 "setup_s": round(setup, 3),
@@ -646,13 +659,20 @@ class Suite:
         self.step("environment", self.environment, needs_s=0)
         self.step("weights", self.weights, needs_s=0)
         weights = self.results["steps"]["weights"]["status"] == "ok"
+        if not self.cuda:  # the cheap steps first; on CUDA they wait for gsplat's build, so they come last
+            self.step("timm", self.timm)
+            self.step("render", self.render)
         if weights:
             self.step("reference", self.reference_step)
             for variant in self.args.variants:
-                needs = 60.0 if variant.startswith("compiled") else 20.0
+                compiled = variant.startswith("compiled")
+                needs = (
+                    (90.0 if self.cuda else 240.0) if compiled else 30.0
+                )  # compiling takes minutes on a CPU
                 self.step(f"variant:{variant}", lambda v=variant: self.variant(v), needs_s=needs)
-        self.step("render", self.render)
-        self.step("timm", self.timm)
+        if self.cuda:
+            self.step("render", self.render)
+            self.step("timm", self.timm)
         if weights:
             self.step("onnx", self.onnx, needs_s=10.0)  # last: it gets whatever time is left
         for child in self.children.values():
@@ -959,7 +979,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--steps", nargs="+", default=list(steps), choices=steps, help="steps to run (+ environment, weights)"
     )
-    parser.add_argument("--repeats", type=int, default=5, help="warm runs per timing (median)")
+    parser.add_argument(
+        "--repeats", type=int, help="warm runs per timing, median (default: 5 on cuda, 2 on cpu)"
+    )
     parser.add_argument("--frames", type=int, default=8, help="frames per renderer")
     parser.add_argument("--render-size", type=int, default=512, help="square frame side, pixels")
     parser.add_argument(
@@ -968,6 +990,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic weights")
     args = parser.parse_args(argv)
     args.budget_s = args.budget_s or (450.0 if args.device == "cuda" else 840.0)
+    args.repeats = args.repeats or (5 if args.device == "cuda" else 2)
     args.steps = [*args.steps, "environment", "weights"]
     args.installed_wheels = install_missing_wheels(args.wheels) if args.wheels else []
     missing = [module for module in REQUIRED if not have(module)]
