@@ -208,6 +208,13 @@ def test_cache_publish_ignores_a_staging_folder_without_a_graph(tmp_path):
     assert not cache.publish(staging) and cache.model is None and not staging.exists()
 
 
+def test_unusable_cache_folder_only_turns_the_cache_off(artifact):
+    (artifact / "ort-cache").write_text("a file where the cache folder should be")
+    with load_artifact(artifact, backend="onnxruntime") as engine:
+        assert engine.info.details["optimized_model_cache"] is None
+        assert np.isfinite(engine.run(*_probe())["mean_vectors"]).all()
+
+
 def test_cache_key_changes_with_the_host_cpu(artifact, monkeypatch):
     from sharp_rt.core.contract import read_manifest
 

@@ -306,7 +306,12 @@ class OnnxRuntimeEngine(Engine):
                 return self._session(ort, cache.model, options), cache.model
             except Exception:  # onnxruntime raises its own types; a broken entry is rebuilt below
                 cache.discard_entry()
-        staging = cache.staging() if cache is not None else None
+        staging = None
+        if cache is not None:
+            try:
+                staging = cache.staging()
+            except OSError:  # ort-cache/ cannot be created (read-only, or a file of that name): no cache
+                staging = None
         try:
             session = self._session(
                 ort, self.manifest.onnx_path, self._options(ort, optimize=True, save_to=staging)
