@@ -75,7 +75,7 @@ def test_cpu_dry_run_with_compile_and_onnx_passes_parity(tmp_path):
     compiled = steps["variant:compiled-bf16"]
     assert compiled["status"] == "ok" and compiled["parity_passed"] and compiled["compile_mode"] == "default"
     assert steps["onnx"]["status"] == "ok" and steps["onnx"]["validation"] == "passed"
-    assert "fp16 ONNX via onnxruntime" in markdown
+    assert "| fp16 ONNX via onnxruntime" in markdown and "| passed: covariance p99.9" in markdown
 
 
 def test_missing_required_module_is_one_clear_line(tmp_path):
