@@ -1,4 +1,4 @@
-"""``sharp_rt.export``: SHARP -> ONNX (fp32 / mixed fp16) and TensorRT engines, validated at export.
+"""``sharp_rt.export``: SHARP -> ONNX (fp32 / mixed fp16), TensorRT and AOTInductor engines, validated.
 
 | piece                                              | module             |
 | -------------------------------------------------- | ------------------ |
@@ -7,6 +7,7 @@
 | mixed-precision fp16 graph (named fp32 islands)    | ``precision``      |
 | probe photo, ONNX Runtime run, error bounds        | ``validate``       |
 | TensorRT build (plan, timing cache)                | ``tensorrt_build`` |
+| AOTInductor package (``--target aoti``)            | ``aoti``           |
 
 This package builds engines; running them is :mod:`sharp_rt.engines`, and the
 manifest both sides share is the engine contract, :mod:`sharp_rt.core.contract`
