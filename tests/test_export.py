@@ -377,11 +377,13 @@ def test_validation_fails_when_a_few_gaussians_break_the_maximum(probe_reference
     broken = copy_outputs(probe_reference)
     broken["opacities"][0, :7] += 0.2  # 7 of 73,728 Gaussians: far inside the 0.1 % allowed outside
     broken["mean_vectors"][0, 100:103] *= 1.5
+    broken["singular_values"][0, 200:205] *= 2.0  # 5 covariances 4x too large: relative error 3
     result = compare_outputs(broken, probe_reference, "fp16")
     assert result["status"] == "failed"
     tolerance = TOLERANCES["fp16"]
-    for measure in ("opacities", "mean_vectors"):
-        stats = result["outputs"][measure]
+    sections = {**result["outputs"], "covariances": result["covariances"]}
+    for measure in ("opacities", "mean_vectors", "covariances"):
+        stats = sections[measure]
         assert stats["fraction_within"] >= tolerance.min_fraction_within  # the fraction alone would pass
         assert stats["max"] > tolerance.bounds[measure].max
         assert any(failure.startswith(f"{measure}: largest error") for failure in result["failures"])
