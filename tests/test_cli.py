@@ -121,3 +121,10 @@ def test_info_prints_paths_and_errors_as_they_are(tmp_path):
     assert result.exit_code == 0, result.output
     assert f"Exported engines in {engines}/" in result.output
     assert "[bold]broken" in result.output
+
+
+def test_info_lists_the_viewer_and_video_packages(tmp_path):
+    result = runner.invoke(app, ["info", "--engines-dir", str(tmp_path)], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert "imageio (render videos)" in result.output
+    assert "viser (view, predict --view)" in result.output

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from sharp_rt.core.errors import SharpError
-from sharp_rt.engines.choice import ArtifactOption, Choice, Machine, choose_engine
+from sharp_rt.engines.choice import ArtifactOption, Choice, Machine, check_precision, choose_engine
 from sharp_rt.runtime.cpu import parse_cpuinfo, peak_rates
 
 FP32 = ArtifactOption(Path("engines/sharp-fp32"), "fp32", has_plan=False)
@@ -81,6 +81,42 @@ def test_explicit_backend_is_kept_and_bf16_refused_where_it_cannot_run():
         choose_engine(machine(), [FP32], backend="onnxruntime", precision="bf16")
     with pytest.raises(SharpError, match="fp32 or bf16"):
         choose_engine(machine(), [FP32], backend="openvino", precision="fp16")
+
+
+@pytest.mark.parametrize(
+    ("backend", "holds", "asked", "expected"),
+    [
+        ("onnxruntime", "fp32", "bf16", "holds a fp32 engine, but bf16 was requested: onnxruntime computes"),
+        ("onnxruntime", "fp32", "fp16", "holds a fp32 engine, but fp16 was requested"),
+        ("tensorrt", "fp16", "fp32", "holds a fp16 engine, but fp32 was requested: tensorrt computes"),
+        ("aoti", "bf16", "fp32", "holds a bf16 engine, but fp32 was requested: aoti computes"),
+        ("openvino", "fp16", "bf16", "holds a fp16 engine, but bf16 was requested: OpenVINO computes"),
+        ("openvino", "fp32", "fp16", "OpenVINO on the CPU computes in fp32 or bf16"),
+    ],
+)
+def test_explicit_precision_the_backend_cannot_compute_is_refused_naming_what_the_export_holds(
+    backend, holds, asked, expected
+):
+    with pytest.raises(SharpError, match=expected) as error:
+        check_precision(Path("engines/x"), holds, backend, asked)
+    assert "--precision auto" in error.value.hint
+
+
+@pytest.mark.parametrize(
+    ("backend", "holds", "asked"),
+    [
+        ("onnxruntime", "fp32", "fp32"),
+        ("tensorrt", "fp16", "fp16"),
+        ("aoti", "bf16", "bf16"),
+        ("openvino", "fp32", "fp32"),
+        ("openvino", "fp32", "bf16"),
+        ("onnxruntime", "fp16", "auto"),
+        ("openvino", "fp16", "auto"),
+        ("auto", "fp32", "fp16"),  # auto: the choice resolves the backend, then checks
+    ],
+)
+def test_precision_the_backend_computes_from_the_export_is_accepted(backend, holds, asked):
+    check_precision(Path("engines/x"), holds, backend, asked)
 
 
 ZEN4 = """processor\t: 0

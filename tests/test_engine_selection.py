@@ -338,3 +338,110 @@ def test_auto_on_a_cpu_machine_leaves_the_plan_alone_without_a_note(artifact, mo
     _with_plan(artifact, H100)
     with load_artifact(artifact) as engine:
         assert engine.info.backend == "onnxruntime" and engine.info.notes == []
+
+
+# --- The default export: one rule for `predict` and `info`; explicit precisions ------------------------
+
+
+def _export_named(engines: Path, name: str, tiny_export: Path, precision: str = "fp32") -> Path:
+    """engines/<name> with the tiny export's manifest, claiming ``precision`` (only the manifest is read)."""
+    from sharp_rt.core.contract import MANIFEST_NAME
+
+    directory = engines / name
+    directory.mkdir(parents=True)
+    manifest = json.loads((tiny_export / MANIFEST_NAME).read_text())
+    (directory / MANIFEST_NAME).write_text(json.dumps({**manifest, "precision": precision}))
+    return directory
+
+
+def test_default_export_prefers_the_sharp_exports_over_other_exports(tiny_export, tmp_path):
+    from sharp_rt.engines.choice import default_artifacts
+
+    for name in ("sharp-fp32", "other-fp32", "sharp-fp16"):
+        _export_named(tmp_path, name, tiny_export, precision=name[-4:])
+    found = default_artifacts(tmp_path)
+    assert [a.directory.name for a in found] == ["sharp-fp16", "sharp-fp32"]
+
+
+def test_default_export_is_the_single_other_export_and_skips_broken_ones(tiny_export, tmp_path):
+    from sharp_rt.engines.choice import default_artifacts
+
+    _export_named(tmp_path, "tiny-fp32", tiny_export)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "manifest.json").write_text("{ not json")
+    assert [a.directory.name for a in default_artifacts(tmp_path)] == ["tiny-fp32"]
+
+
+def test_several_other_exports_are_refused_asking_for_engine(tiny_export, tmp_path):
+    from sharp_rt.core.errors import SharpError
+    from sharp_rt.engines.choice import default_artifacts
+
+    for name in ("a-fp32", "b-fp32"):
+        _export_named(tmp_path, name, tiny_export)
+    with pytest.raises(SharpError, match="Several exported engines") as error:
+        default_artifacts(tmp_path)
+    assert "a-fp32" in error.value.message and "b-fp32" in error.value.message
+    assert "--engine" in error.value.hint
+
+
+def test_no_export_error_lists_every_place_it_looked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    coffee = str(Path(__file__).parent / "data" / "coffee.png")
+    result = runner.invoke(app, ["predict", coffee, "-o", "out"], env={"COLUMNS": "300"})
+    assert result.exit_code == 2, result.output
+    expected = "No exported engine found (looked in engines/sharp-fp16, engines/sharp-fp32, then engines/*/)"
+    assert expected in result.output
+
+
+def test_info_shows_the_engine_predict_runs_for_a_non_sharp_export(tiny_export, tmp_path, monkeypatch):
+    """`sharp-rt export -c tiny.pt` writes engines/tiny-fp32: info names it and predict runs it."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(tiny_export, tmp_path / "engines" / "tiny-fp32", ignore=shutil.ignore_patterns("*cache"))
+    info = runner.invoke(app, ["info"], env={"COLUMNS": "300"})
+    assert info.exit_code == 0, info.output
+    (line,) = [x for x in info.output.splitlines() if x.startswith("default engine:")]
+    backend, precision = line.split()[2:4]
+    assert f"{backend} {precision} on engines/tiny-fp32:" in line
+    coffee = str(Path(__file__).parent / "data" / "coffee.png")
+    result = runner.invoke(app, ["predict", coffee, "-o", "out"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert f"Engine: {backend} ({precision}, cpu)" in result.output
+    assert (tmp_path / "out" / "coffee.ply").is_file()
+
+
+def test_predict_refuses_engine_with_backend_torch_instead_of_downloading(artifact, tmp_path):
+    coffee = str(Path(__file__).parent / "data" / "coffee.png")
+    result = runner.invoke(
+        app, ["predict", coffee, "-o", str(tmp_path / "out"), "--engine", str(artifact),
+              "--backend", "torch"],
+        env={"COLUMNS": "300"},
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "--backend torch runs a checkpoint (-c)" in result.output
+    assert "onnxruntime, openvino, tensorrt or aoti" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_onnxruntime_refuses_a_precision_the_export_does_not_hold(artifact, tmp_path, precision):
+    from sharp_rt.core.errors import SharpError
+    from sharp_rt.predict.predictor import EngineSpec
+
+    expected = f"holds a fp32 engine, but {precision} was requested"
+    with pytest.raises(SharpError, match=expected):
+        EngineSpec(artifact=artifact, backend="onnxruntime", precision=precision).open()
+    coffee = str(Path(__file__).parent / "data" / "coffee.png")
+    result = runner.invoke(
+        app, ["predict", coffee, "-o", str(tmp_path / "out"), "--engine", str(artifact),
+              "--backend", "onnxruntime", "--precision", precision],
+        env={"COLUMNS": "300"},
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert expected in result.output and "--precision auto or fp32" in result.output
+
+
+def test_onnxruntime_runs_an_explicit_precision_the_export_holds(artifact):
+    from sharp_rt.predict.predictor import EngineSpec
+
+    with EngineSpec(artifact=artifact, backend="onnxruntime", precision="fp32").open() as engine:
+        assert (engine.info.backend, engine.info.precision) == ("onnxruntime", "fp32")

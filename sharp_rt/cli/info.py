@@ -65,6 +65,8 @@ def info_command(
         ("onnx (export)", "onnx"),
         ("gsplat (GPU rendering)", "gsplat"),
         ("pillow-heif (HEIC)", "pillow_heif"),
+        ("imageio (render videos)", "imageio"),
+        ("viser (view, predict --view)", "viser"),
         ("Ray (predict --ray)", "ray"),
         ("Triton client (predict --server)", "tritonclient"),
     ]:
@@ -106,10 +108,13 @@ def info_command(
 
 
 def _print_default_engine(engines_dir: Path) -> None:
-    """The CPU and the engine `sharp-rt predict` would pick here (engines.choice), with the reason."""
+    """The CPU and the engine `sharp-rt predict` would pick here, with the reason.
+
+    The same rule as predict (engines.choice.default_artifacts, then choose_engine); predict
+    reads ./engines, so with another --engines-dir this is what `predict` run there would pick.
+    """
     from sharp_rt.cli.console import results, show
-    from sharp_rt.core.contract import MANIFEST_NAME
-    from sharp_rt.engines.choice import ArtifactOption, Machine, choose_engine
+    from sharp_rt.engines.choice import Machine, choose_engine, default_artifacts
     from sharp_rt.runtime.cpu import read_cpu_info
 
     cpu = read_cpu_info()
@@ -118,14 +123,8 @@ def _print_default_engine(engines_dir: Path) -> None:
         "CPU:                 {}, {} CPUs, {}, bf16: {}, int8: {}",
         cpu.model_name, cpu.logical_cpus, cpu.vector_isa, bf16, int8, out=results,
     )  # fmt: skip
-    options = []
-    for manifest_path in sorted(engines_dir.glob(f"*/{MANIFEST_NAME}")):
-        try:
-            options.append(ArtifactOption.read(manifest_path.parent))
-        except SharpError:
-            continue
     try:
-        choice = choose_engine(Machine.detect(), options)
+        choice = choose_engine(Machine.detect(), default_artifacts(engines_dir))
     except SharpError as error:
         show("default engine:      none ({})", error.message, out=results)
         return

@@ -24,8 +24,6 @@ from rich.table import Table
 from sharp_rt.core.errors import SharpError
 from sharp_rt.predict.outputs import ImageResult, OutputFormat
 
-DEFAULT_ENGINE_DIRS = (Path("engines/sharp-fp16"), Path("engines/sharp-fp32"))
-
 
 class Backend(str, Enum):
     """Inference backends ``predict`` can use."""
@@ -62,30 +60,42 @@ def engine_spec(
     threads: int | None,
     compile: bool = False,
 ):
-    """Pick the engine: an export directory, the default export, or torch from a checkpoint."""
+    """Pick the engine: an export directory, the default export, or torch from a checkpoint.
+
+    Without --engine (and without -c or --backend torch) the export comes from
+    ``engines/`` by :func:`sharp_rt.engines.choice.default_artifacts`, the rule
+    `sharp-rt info` shows.  An explicit --precision the backend cannot compute from the
+    export is refused here, before any image is read.
+    """
+    from sharp_rt.engines.choice import (
+        ArtifactOption,
+        Machine,
+        check_precision,
+        choose_engine,
+        default_artifacts,
+    )
     from sharp_rt.predict.predictor import EngineSpec
 
     if compile and backend is not Backend.torch:
         raise SharpError(
             "--compile applies to the torch backend", hint="add --backend torch, or drop --compile"
         )
+    if engine is not None and backend is Backend.torch:
+        raise SharpError(
+            "--backend torch runs a checkpoint (-c), not an export: --engine does not apply",
+            hint="drop --backend torch to run the export (--engine takes an export for onnxruntime, "
+            "openvino, tensorrt or aoti), or drop --engine and pass -c CHECKPOINT",
+        )
     if backend is Backend.aoti and engine is None:
         raise SharpError(
             "--backend aoti needs --engine DIR", hint="export one with `sharp-rt export --target aoti`"
         )
     if engine is None and backend is not Backend.torch and checkpoint is None:
-        found = [d for d in DEFAULT_ENGINE_DIRS if (d / "manifest.json").is_file()]
-        if not found:
-            raise SharpError(
-                "No exported engine found (looked in " + ", ".join(map(str, DEFAULT_ENGINE_DIRS)) + ")",
-                hint="create one with `sharp-rt export --precision fp16` (GPU) or "
-                "`sharp-rt export --precision fp32` (CPU), pass --engine DIR, "
-                "or run the PyTorch reference with `--backend torch`",
-            )
-        from sharp_rt.engines.choice import ArtifactOption, Machine, choose_engine
-
-        options = [ArtifactOption.read(d) for d in found]
+        options = default_artifacts(Path("engines"))
         engine = choose_engine(Machine.detect(), options, backend=backend.value, precision=precision).artifact
+    if engine is not None and backend not in (Backend.auto, Backend.torch):
+        artifact = ArtifactOption.read(engine)
+        check_precision(artifact.directory, artifact.precision, backend.value, precision)
     if engine is not None and backend is not Backend.torch:
         return EngineSpec(
             artifact=engine.resolve(), backend=backend.value, precision=precision, threads=threads

@@ -37,7 +37,9 @@ def load_artifact(path: str | Path, *, backend: str = "auto", **options) -> Engi
     deserialize), ONNX Runtime opens instead and one line says why (logged on
     ``sharp_rt.engines``, kept in ``engine.info.notes``); an explicit ``backend="tensorrt"``
     raises the reason.  ``precision``: for ONNX Runtime, TensorRT and AOTInductor the
-    precision the export must hold; for OpenVINO the compute precision (auto, fp32, bf16).
+    precision the export must hold; for OpenVINO the compute precision (auto, fp32, bf16;
+    fp32 and bf16 need an fp32 export).  A precision the backend cannot compute from this
+    export raises EngineError (:func:`~sharp_rt.engines.choice.check_precision`).
     """
     if backend not in BACKENDS:
         raise EngineError(f"Unknown backend {backend!r}", hint=f"use one of {', '.join(BACKENDS)}")
@@ -57,6 +59,12 @@ def load_artifact(path: str | Path, *, backend: str = "auto", **options) -> Engi
                 Machine.detect(), [ArtifactOption.read(path)], precision=options.get("precision") or "auto"
             )
             backend, reason, chosen = choice.backend, choice.reason, True
+    if options.get("precision", "auto") != "auto":
+        from sharp_rt.core.contract import read_manifest
+        from sharp_rt.engines.choice import check_precision
+
+        manifest = read_manifest(path, verify="none", allow_failed_validation=True)
+        check_precision(manifest.directory, manifest.precision, backend, options["precision"])
     if chosen and backend == "tensorrt":
         engine = _tensorrt_or_onnxruntime(path, options)
     else:

@@ -31,7 +31,7 @@ import importlib.util
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from sharp_rt.core.errors import SharpError
+from sharp_rt.core.errors import EngineError, SharpError
 
 ARTIFACT_BACKENDS = ("tensorrt", "openvino", "onnxruntime")
 ALL_BACKENDS = (*ARTIFACT_BACKENDS, "torch")
@@ -230,3 +230,77 @@ def _explicit_artifact_choice(
         )
     artifact = (_pick(artifacts, precision) if precision != "auto" else None) or artifacts[0]
     return Choice(backend, artifact.precision, artifact.directory, f"{backend} requested")
+
+
+DEFAULT_EXPORT_NAMES = ("sharp-fp16", "sharp-fp32")  # what `sharp-rt export` writes for the official model
+
+
+def default_artifacts(engines_dir: str | Path = "engines") -> list[ArtifactOption]:
+    """The exports ``predict`` chooses among when given no ``--engine`` (``sharp-rt info`` shows the same).
+
+    The rule: ``engines_dir/sharp-fp16`` and ``engines_dir/sharp-fp32`` where they hold a
+    manifest (the official model's exports; :func:`choose_engine` picks between them);
+    if neither does, the one export under ``engines_dir/*/`` with a readable manifest.
+    Raises SharpError when there is none (naming where it looked), or when there are
+    several other exports and no ``sharp-*`` one (which model to run is the user's call).
+    """
+    engines_dir = Path(engines_dir)
+    named = [engines_dir / name for name in DEFAULT_EXPORT_NAMES]
+    preferred = [ArtifactOption.read(d) for d in named if (d / "manifest.json").is_file()]
+    if preferred:
+        return preferred
+    others = []
+    for manifest_path in sorted(engines_dir.glob("*/manifest.json")):
+        try:
+            others.append(ArtifactOption.read(manifest_path.parent))
+        except SharpError:
+            continue  # a broken or foreign directory is not a candidate (`sharp-rt info` lists it)
+    if len(others) == 1:
+        return others
+    if others:
+        listed = ", ".join(str(a.directory) for a in others)
+        raise SharpError(
+            f"Several exported engines in {engines_dir}/, none of them {' or '.join(map(str, named))}: "
+            + listed,
+            hint=f"pick one with --engine, e.g. --engine {others[0].directory}",
+        )
+    raise SharpError(
+        f"No exported engine found (looked in {', '.join(map(str, named))}, then {engines_dir}/*/)",
+        hint="create one with `sharp-rt export --precision fp16` (GPU) or `sharp-rt export --precision fp32` "
+        "(CPU), pass --engine DIR, or run the PyTorch reference with `--backend torch`",
+    )
+
+
+def check_precision(directory: str | Path, artifact_precision: str, backend: str, precision: str) -> None:
+    """Refuse an explicit ``precision`` that ``backend`` cannot compute from the export at ``directory``.
+
+    artifact_precision: what the export holds (its manifest's precision).
+    What each backend computes: openvino fp32 or bf16, from an fp32 export; onnxruntime,
+    tensorrt and aoti the export's own precision; ``precision="auto"`` (and backends auto,
+    torch) are never refused.  Raises EngineError naming what the export holds and what to do
+    (docs/engine-contract.md, section 7).
+    """
+    if precision == "auto" or backend in ("auto", "torch"):
+        return
+    holds = f"{directory} holds a {artifact_precision} engine, but {precision} was requested"
+    if backend == "openvino":
+        if precision == "fp16":
+            raise EngineError(
+                "OpenVINO on the CPU computes in fp32 or bf16", hint="use --precision auto, fp32 or bf16"
+            )
+        if artifact_precision != "fp32":
+            raise EngineError(
+                f"{holds}: OpenVINO computes fp32 or bf16 from an fp32 export",
+                hint="pass an fp32 export (`sharp-rt export --precision fp32`), or use --precision auto",
+            )
+        return
+    if artifact_precision != precision:
+        other = (
+            "--backend openvino for bf16 (from an fp32 export)"
+            if precision == "bf16" and backend != "aoti"
+            else f"an export made with `sharp-rt export --precision {precision}`"
+        )
+        raise EngineError(
+            f"{holds}: {backend} computes in the export's own precision",
+            hint=f"use --precision auto or {artifact_precision}, or {other}",
+        )

@@ -1,7 +1,7 @@
 """``Predictor``: photos to metric Gaussians with any engine.
 
 ```
-Predictor.from_artifact("engines/sharp-fp16")        # TensorRT plan if usable, else ONNX Runtime (says why)
+Predictor.from_artifact("engines/sharp-fp16")        # engines.choice: TensorRT, OpenVINO or ONNX Runtime
 Predictor.from_artifact("engines/sharp-aoti-cuda-fp16")   # an AOTInductor package
 Predictor.from_checkpoint(None, device="cpu", precision="bf16")   # PyTorch, no export needed
 Predictor.from_checkpoint(None, device="cuda", precision="fp16", compile=True)   # torch.compile, no TensorRT
@@ -53,7 +53,8 @@ class EngineSpec:
     checkpoint: Path | None = None  # torch backend: .pt / .safetensors; None: the official checkpoint
     device: str = "auto"  # torch backend: auto, cpu, cuda[:N] or mps
     # Compute precision. torch: fp32, bf16, fp16 or auto (bf16 on a CPU with AMX-BF16 / AVX512-BF16,
-    # else fp32); openvino: auto, fp32 or bf16; onnxruntime / tensorrt: the export's (auto: any).
+    # else fp32); openvino: auto, fp32 or bf16 (from an fp32 export); onnxruntime / tensorrt / aoti: the
+    # export's (auto: any). A precision the backend cannot compute from the export raises EngineError.
     precision: str = "auto"
     threads: int | None = None  # CPU threads for inference; None: the backend's default (all cores)
     compile: bool = False  # torch backend: torch.compile (Inductor; CUDA graphs on CUDA)
@@ -105,9 +106,7 @@ class EngineSpec:
 
         threads = self.threads and self.backend not in ("tensorrt", "aoti")
         options = {"threads": self.threads} if threads else {}
-        if self.backend in ("auto", "openvino"):
-            options["precision"] = self.precision
-        return load_artifact(self.artifact, backend=self.backend, **options)
+        return load_artifact(self.artifact, backend=self.backend, precision=self.precision, **options)
 
 
 @dataclasses.dataclass
