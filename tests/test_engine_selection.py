@@ -445,3 +445,26 @@ def test_onnxruntime_runs_an_explicit_precision_the_export_holds(artifact):
 
     with EngineSpec(artifact=artifact, backend="onnxruntime", precision="fp32").open() as engine:
         assert (engine.info.backend, engine.info.precision) == ("onnxruntime", "fp32")
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (["--backend", "openvino"], "--backend openvino runs an export, not a checkpoint"),
+        (["--engine", "ENGINE"], "-c and --engine were both given"),
+    ],
+)
+def test_predict_refuses_a_checkpoint_with_an_export_backend_or_an_engine(
+    artifact, tmp_path, options, expected
+):
+    coffee = str(Path(__file__).parent / "data" / "coffee.png")
+    checkpoint = tmp_path / "model.pt"
+    checkpoint.write_bytes(b"not read: the options are checked first")
+    options = [str(artifact) if option == "ENGINE" else option for option in options]
+    result = runner.invoke(
+        app, ["predict", coffee, "-o", str(tmp_path / "out"), "-c", str(checkpoint), *options],
+        env={"COLUMNS": "300"},
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert expected in result.output
+    assert not (tmp_path / "out").exists()

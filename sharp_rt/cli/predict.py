@@ -86,6 +86,18 @@ def engine_spec(
             hint="drop --backend torch to run the export (--engine takes an export for onnxruntime, "
             "openvino, tensorrt or aoti), or drop --engine and pass -c CHECKPOINT",
         )
+    if engine is not None and checkpoint is not None:
+        raise SharpError(
+            "-c and --engine were both given: -c runs the torch backend on a checkpoint, "
+            "--engine runs an export",
+            hint="pass one of them (an export already holds its weights)",
+        )
+    if checkpoint is not None and backend not in (Backend.auto, Backend.torch):
+        raise SharpError(
+            f"--backend {backend.value} runs an export, not a checkpoint: -c applies to --backend torch only",
+            hint=f"export first (`sharp-rt export -c {checkpoint}`), then pass --engine DIR --backend "
+            f"{backend.value}; or use --backend torch",
+        )
     if backend is Backend.aoti and engine is None:
         raise SharpError(
             "--backend aoti needs --engine DIR", hint="export one with `sharp-rt export --target aoti`"
