@@ -166,3 +166,35 @@ def test_colorize_depth_runs_dark_blue_to_dark_red():
     assert (colors[3] == colors[2]).all()  # clipped beyond the range
     assert colors[1, 1] > 200  # turbo is bright green-yellow in the middle
     assert (colors[4] == colors[0]).all()  # NaN (no coverage) shows as depth 0
+
+
+def test_render_skips_inputs_whose_videos_exist(tmp_path):
+    for name in ("tiny_coffee_seed0.mp4", "tiny_coffee_seed0.depth.mp4"):
+        (tmp_path / name).write_bytes(b"done")  # videos are published atomically: existing means complete
+    args = ["render", str(TINY_PLY), "-o", str(tmp_path), "--resolution", "32", "--frames", "2"]
+    result = runner.invoke(app, [*args, "--threads", "1", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "1 of 1 inputs already have their videos" in flat(result.output) and "--overwrite" in result.output
+    assert (tmp_path / "tiny_coffee_seed0.mp4").read_bytes() == b"done"
+
+
+def test_render_reads_a_splat_with_the_default_camera(tmp_path):
+    from sharp_rt.runtime.ply import read_ply
+    from sharp_rt.runtime.splat import write_splat
+
+    scene = write_splat(read_ply(TINY_PLY), tmp_path / "coffee.splat")
+    out = tmp_path / "videos"
+    args = ["render", str(scene), "-o", str(out), "--resolution", "32", "--frames", "2", "--threads", "1"]
+    result = runner.invoke(app, [*args, "--device", "cpu", "--renderer", "torch"])
+    assert result.exit_code == 0, result.output
+    assert "store no camera" in flat(result.output) and "640x480" in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["coffee.depth.mp4", "coffee.mp4"]
+    assert read_video(out / "coffee.mp4").shape == (2, 24, 32, 3)  # 640x480 -> 32x24
+
+
+def test_render_bad_resolution_is_refused_before_any_file(tmp_path):
+    out = tmp_path / "videos"
+    result = runner.invoke(app, ["render", str(TINY_PLY), "-o", str(out), "--resolution", "abc"])
+    assert result.exit_code == 2, result.output
+    assert "Bad --resolution 'abc'" in flat(result.output)
+    assert not out.exists()

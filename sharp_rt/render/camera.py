@@ -161,6 +161,30 @@ def default_resolution(gaussians: Gaussians, max_side: int | None = None) -> tup
     return width + width % 2, height + height % 2
 
 
+def check_resolution(text: str | None) -> None:
+    """Refuse a malformed ``--resolution`` before any work starts (the scene's aspect comes later).
+
+    Raises :class:`SharpError` for text that is neither ``"512"`` nor ``"640x480"``, or a
+    side outside 2..16384 px; :func:`parse_resolution` checks the final size again.
+    """
+    if text is None or text.strip() == "":
+        return
+    try:
+        sides = [int(side) for side in text.strip().lower().split("x", 1)]
+    except ValueError:
+        raise SharpError(
+            f"Bad --resolution {text!r}", hint="give the longer side ('512') or width x height ('640x480')"
+        ) from None
+    if not all(2 <= side <= 16384 for side in sides):
+        raise SharpError(f"--resolution {text!r} is out of range", hint="use 2 to 16384 px per side")
+
+
+def check_trajectory(kind: str) -> None:
+    """Raise :class:`SharpError` unless ``kind`` is one of :data:`TRAJECTORY_KINDS`."""
+    if kind not in TRAJECTORY_KINDS:
+        raise SharpError(f"Unknown trajectory {kind!r}", hint="choose one of " + ", ".join(TRAJECTORY_KINDS))
+
+
 def parse_resolution(text: str | None, gaussians: Gaussians, max_side: int | None = None) -> tuple[int, int]:
     """Video size from ``None`` (:func:`default_resolution`), ``"512"`` (longer side) or ``"640x480"``.
 

@@ -178,6 +178,27 @@ def _check_video_dependencies() -> None:
         ) from None
 
 
+def check_render_options(options: RenderOptions) -> None:
+    """Refuse bad render options and missing video libraries before any engine loads or file is read.
+
+    Raises :class:`~sharp_rt.core.errors.SharpError` (subclasses) for a malformed
+    ``--resolution``, an unknown trajectory, a non-positive fps, or no imageio / ffmpeg.
+    """
+    from sharp_rt.render.camera import check_resolution, check_trajectory
+
+    if isinstance(options.resolution, str | None):
+        check_resolution(options.resolution)
+    check_trajectory(options.trajectory)
+    if options.fps <= 0:
+        raise RenderError(f"--fps must be positive, got {options.fps}")
+    _check_video_dependencies()
+
+
+def video_paths(video: Path, options: RenderOptions) -> list[Path]:
+    """The files :func:`render_video` writes for ``video``: ``<stem>.mp4`` (and ``<stem>.depth.mp4``)."""
+    return [video, depth_video_path(video)] if options.depth_video else [video]
+
+
 def render_video(
     gaussians: Gaussians,
     out_path: str | Path,
@@ -203,7 +224,7 @@ def render_video(
     options = options or RenderOptions()
     out_path = Path(out_path)
     check_finite(gaussians, "The Gaussians")  # as predict checks engine outputs: count, cause, "try fp32"
-    targets = [out_path, depth_video_path(out_path)] if options.depth_video else [out_path]
+    targets = video_paths(out_path, options)
     for target in targets:
         check_destination(target, options.overwrite)
     if options.fps <= 0:
