@@ -128,3 +128,61 @@ def test_info_lists_the_viewer_and_video_packages(tmp_path):
     assert result.exit_code == 0, result.output
     assert "imageio (render videos)" in result.output
     assert "viser (view, predict --view)" in result.output
+
+
+def test_predict_bad_render_resolution_is_refused_before_the_engine_loads(tmp_path, tiny_checkpoint):
+    out = tmp_path / "out"
+    args = ["predict", str(DATA / "coffee.png"), "-o", str(out), "-c", str(tiny_checkpoint)]
+    result = runner.invoke(app, [*args, "--render", "--resolution", "abc"])
+    assert result.exit_code == 2, result.output
+    assert "Bad --resolution 'abc'" in result.output and "640x480" in result.output
+    assert "Engine:" not in result.output
+    assert not out.exists()
+
+
+def test_predict_render_resume_renders_the_missing_video_and_keeps_the_ply(tmp_path, tiny_checkpoint):
+    pytest.importorskip("imageio_ffmpeg", reason="video writing needs the [render] extra (imageio-ffmpeg)")
+    out = tmp_path / "out"
+    args = ["predict", str(DATA / "chelsea.png"), "-o", str(out), "-c", str(tiny_checkpoint)]
+    assert runner.invoke(app, args).exit_code == 0
+    ply = (out / "chelsea.ply").read_bytes()
+    video = ["--render", "--frames", "2", "--resolution", "32"]
+    result = runner.invoke(app, [*args, *video])
+    assert result.exit_code == 0, result.output
+    assert "not the requested video" in " ".join(result.output.split())
+    assert sorted(p.name for p in out.iterdir()) == ["chelsea.depth.mp4", "chelsea.mp4", "chelsea.ply"]
+    assert (out / "chelsea.ply").read_bytes() == ply
+    again = runner.invoke(app, [*args, *video])
+    assert again.exit_code == 0, again.output
+    assert "1 of 1 images already have complete outputs" in " ".join(again.output.split())
+    assert "Engine:" not in again.output
+
+
+def test_predict_refuses_fewer_than_one_thread(tmp_path, tiny_checkpoint):
+    args = ["predict", str(DATA / "coffee.png"), "-o", str(tmp_path), "-c", str(tiny_checkpoint)]
+    result = runner.invoke(app, [*args, "--threads", "0"])
+    assert result.exit_code == 2
+    assert "--threads" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_engine_option_given_a_file_points_to_the_checkpoint_option(tmp_path, tiny_checkpoint):
+    args = ["predict", str(DATA / "coffee.png"), "-o", str(tmp_path / "out")]
+    result = runner.invoke(app, [*args, "--engine", str(tiny_checkpoint)])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "is a file, not an engine directory" in text and "-c/--checkpoint" in text
+    assert "Traceback" not in result.output
+
+
+def test_plain_ply_over_a_complete_full_layout_ply_names_the_layout(tmp_path, tiny_checkpoint):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "coffee.ply").write_bytes((DATA / "tiny_coffee_seed0.ply").read_bytes())
+    args = ["predict", str(DATA / "coffee.png"), "-o", str(out), "-c", str(tiny_checkpoint)]
+    result = runner.invoke(app, [*args, "--format", "plain-ply"])
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert "is a complete .ply in the other layout (--format ply), not --format plain-ply" in text
+    assert "--overwrite" in text and "-o" in text
+    assert "not a complete" not in text

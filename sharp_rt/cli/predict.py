@@ -140,9 +140,18 @@ def check_run_mode(ray: str | None, server: str | None, render: bool, local_engi
 
 
 def predict_here(
-    predictor, todo: list[tuple[Path, Path]], fmt: OutputFormat, overwrite: bool, video, viewer_settings=False
+    predictor,
+    todo: list[tuple[Path, Path]],
+    fmt: OutputFormat,
+    overwrite: bool,
+    video,
+    viewer_settings=False,
+    video_only: frozenset[Path] = frozenset(),
 ):
-    """Run ``todo`` in this process (decoding the next image meanwhile); yields one ImageResult each."""
+    """Run ``todo`` in this process (decoding the next image meanwhile); yields one ImageResult each.
+
+    video_only: targets whose complete output exists and is kept: only their video is rendered.
+    """
     from sharp_rt.predict.outputs import write_output
 
     targets = dict(todo)
@@ -151,9 +160,12 @@ def predict_here(
         try:
             if result.error is not None:
                 raise result.error
-            started = time.perf_counter()
-            write_output(result.gaussians, target, fmt, overwrite=overwrite, viewer_settings=viewer_settings)
-            result.seconds["write"] = time.perf_counter() - started
+            if target not in video_only:
+                started = time.perf_counter()
+                write_output(
+                    result.gaussians, target, fmt, overwrite=overwrite, viewer_settings=viewer_settings
+                )
+                result.seconds["write"] = time.perf_counter() - started
             if video is not None:
                 from sharp_rt.render.video import render_video
 
@@ -211,14 +223,35 @@ def show_progress(results: Iterator[ImageResult], total: int, done: int, failure
     console.print(summary_table(written, done, len(failures), gaussians_total, wall, totals))
 
 
-def report_plan(plan, total: int, out_dir: Path) -> None:
-    """Say which images are skipped as done, and which outputs are named by the clash rule."""
+def missing_videos(done: list[tuple[Path, Path]], video) -> list[tuple[Path, Path]]:
+    """The done (image, target) pairs whose requested videos (``--render``) are not all there."""
+    if video is None:
+        return []
+    from sharp_rt.render.video import video_paths
+
+    return [
+        (image, target)
+        for image, target in done
+        if not all(path.exists() for path in video_paths(target.with_suffix(".mp4"), video))
+    ]
+
+
+def report_plan(plan, total: int, out_dir: Path, unrendered: list[tuple[Path, Path]] = ()) -> None:
+    """Say which images are skipped as done, which get only their video, and which outputs are renamed."""
     from sharp_rt.cli.console import show
 
-    if plan.done:
+    if len(plan.done) > len(unrendered):
         show(
             "{} of {} images already have complete outputs in {}/: skipped (--overwrite redoes them)",
-            len(plan.done),
+            len(plan.done) - len(unrendered),
+            total,
+            out_dir,
+        )
+    if unrendered:
+        show(
+            "{} of {} images have a complete output in {}/ but not the requested video: predicting them "
+            "again to render it (the existing output is kept)",
+            len(unrendered),
             total,
             out_dir,
         )
@@ -300,7 +333,8 @@ def predict_command(
         bool, typer.Option("--keep-tree", help="Mirror the input folders under OUT_DIR (default: flat).")
     ] = False,
     threads: Annotated[
-        int | None, typer.Option(help="CPU threads for inference (default: all cores; --ray: per worker).")
+        int | None,
+        typer.Option(min=1, help="CPU threads for inference (default: all cores; --ray: per worker)."),
     ] = None,
     render: Annotated[
         bool, typer.Option("--render", help="Also render OUT_DIR/<stem>.mp4 + .depth.mp4 (extra \\[render]).")
@@ -363,6 +397,14 @@ def predict_command(
             require_viser()  # before minutes of work, not after
         local_engine = engine is not None or checkpoint is not None or backend is not Backend.auto or compile
         check_run_mode(ray, server, render, local_engine)
+        video = None
+        if render:
+            from sharp_rt.render.video import RenderOptions, check_render_options
+
+            video = RenderOptions(
+                trajectory=trajectory, frames=frames, resolution=resolution, overwrite=overwrite
+            )
+            check_render_options(video)  # before the engine loads and before anything is written
         images = collect_images(inputs)
         spec = predictor = None
         started = time.perf_counter()
@@ -378,18 +420,13 @@ def predict_command(
         plan = plan_outputs(
             images, out_dir, fmt, keep_tree=keep_tree, overwrite=overwrite, num_gaussians=num_gaussians
         )
-        report_plan(plan, len(images), out_dir)
+        unrendered = missing_videos(plan.done, video)  # resumed with --render: the videos are still due
+        report_plan(plan, len(images), out_dir, unrendered)
+        todo = plan.todo + unrendered
         failures = list(plan.blocked)
-        if plan.todo:
+        if todo:
             check_writable(out_dir)  # before the engine loads: not after every image has run
-        video = None
-        if render:
-            from sharp_rt.render.video import RenderOptions
-
-            video = RenderOptions(
-                trajectory=trajectory, frames=frames, resolution=resolution, overwrite=overwrite
-            )
-        if ray is None and plan.todo:
+        if ray is None and todo:
             if predictor is None:
                 started = time.perf_counter()
                 predictor = Predictor.from_spec(spec, focal_rule=focal_rule.value)
@@ -407,14 +444,16 @@ def predict_command(
             )
 
     with user_errors():
-        if not plan.todo:
+        done = len(plan.done) - len(unrendered)
+        if not todo:
             if predictor is not None:
                 predictor.close()
-            show_progress(iter(()), 0, len(plan.done), failures)
+            show_progress(iter(()), 0, done, failures)
         elif ray is None:
+            video_only = frozenset(target for _, target in unrendered)
             with predictor:
-                results = predict_here(predictor, plan.todo, fmt, overwrite, video, viewer_settings)
-                show_progress(results, len(plan.todo), len(plan.done), failures)
+                results = predict_here(predictor, todo, fmt, overwrite, video, viewer_settings, video_only)
+                show_progress(results, len(todo), done, failures)
         else:
             from sharp_rt.scaleout.ray_batch import RayOptions, predict_on_ray
 

@@ -173,9 +173,11 @@ def write_manifest(directory: Path, data: Mapping[str, Any]) -> Path:
     return write_atomic(Path(directory) / MANIFEST_NAME, text.encode("utf-8"), overwrite=True)
 
 
-def _reexport_hint(directory: Path, precision: str | None = None) -> str:
+def _reexport_hint(directory: Path, precision: str | None = None, checkpoint: str | None = None) -> str:
+    """How to export ``directory`` again; ``checkpoint``: the file name the manifest records, if known."""
     flag = f" --precision {precision}" if precision else ""
-    return f"re-create it with `sharp-rt export{flag} -o {directory} --overwrite`"
+    source = f" (CHECKPOINT: the one it was exported from, {checkpoint})" if checkpoint else ""
+    return f"re-create it with `sharp-rt export -c CHECKPOINT{flag} -o {directory} --overwrite`{source}"
 
 
 def _parse_specs(items: Any, directory: Path) -> tuple[TensorSpec, ...]:
@@ -255,7 +257,9 @@ def verify_files(manifest: Manifest, verify: VerifyMode = "size") -> None:
     """
     if verify == "none":
         return
-    hint = _reexport_hint(manifest.directory, manifest.precision)
+    recorded = manifest.raw.get("checkpoint")
+    checkpoint = recorded.get("file") if isinstance(recorded, dict) else None
+    hint = _reexport_hint(manifest.directory, manifest.precision, checkpoint)
     for role, record in manifest.files.items():
         path = manifest.directory / record.name
         if not path.is_file():
@@ -290,6 +294,12 @@ def read_manifest(
     """
     directory = Path(directory)
     path = directory / MANIFEST_NAME
+    if directory.is_file():
+        raise EngineError(
+            f"{directory} is a file, not an engine directory",
+            hint="--engine takes a folder written by `sharp-rt export`; a checkpoint (.pt / .safetensors) "
+            "goes to -c/--checkpoint",
+        )
     if not directory.is_dir():
         raise EngineError(f"Engine directory not found: {directory}", hint="create it with `sharp-rt export`")
     if not path.is_file():

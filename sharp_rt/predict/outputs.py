@@ -70,6 +70,9 @@ _SUFFIXES = {
 }
 
 
+_OTHER_LAYOUT = {OutputFormat.ply: OutputFormat.plain_ply, OutputFormat.plain_ply: OutputFormat.ply}
+
+
 @dataclasses.dataclass(frozen=True)
 class OutputPlan:
     """What a ``predict`` run will do with each input image."""
@@ -239,6 +242,12 @@ def plan_outputs(
             plan.todo.append((image, target))
         elif is_complete_output(target, num_gaussians, fmt):
             plan.done.append((image, target))
+        elif fmt in _OTHER_LAYOUT and is_complete_output(target, num_gaussians, _OTHER_LAYOUT[fmt]):
+            why = (
+                f"{target} is a complete .ply in the other layout (--format {_OTHER_LAYOUT[fmt].value}), not "
+                f"--format {fmt.value} (pass --overwrite to replace it, or choose another folder with -o)"
+            )
+            plan.blocked.append((image, why))
         else:
             what = f"a complete {fmt.suffix}" + (f" of {num_gaussians:,} Gaussians" if num_gaussians else "")
             why = f"{target} exists and is not {what} (pass --overwrite to replace it)"
