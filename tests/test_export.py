@@ -487,3 +487,45 @@ def test_importing_sharp_rt_export_is_light():
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_reexport_hint_names_the_checkpoint_the_manifest_records(fp32_copy, checkpoint_file):
+    data = fp32_copy / "model.onnx.data"
+    with open(data, "r+b") as handle:
+        handle.truncate(data.stat().st_size // 2)
+    with pytest.raises(EngineError, match="truncated") as info:
+        read_manifest(fp32_copy)
+    assert f"sharp-rt export -c CHECKPOINT --precision fp32 -o {fp32_copy} --overwrite" in info.value.hint
+    assert checkpoint_file.name in info.value.hint
+
+
+def test_tensorrt_target_without_tensorrt_says_what_to_run_instead(checkpoint_file, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # as where TensorRT is not installed
+    for name in ("cuda", "cuda.bindings", "cuda.bindings.runtime", "cuda.cudart"):
+        monkeypatch.setitem(sys.modules, name, None)
+    result = run_cli("-c", str(checkpoint_file), "--target", "tensorrt", "-o", str(tmp_path / "trt"))
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "drop --target tensorrt" in text and "sharp-rt predict --engine DIR --backend onnxruntime" in text
+    assert "Traceback" not in result.output
+
+
+def test_ctrl_c_during_export_is_one_line_and_leaves_no_folder(checkpoint_file, tmp_path):
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "engine"
+    command = [sys.executable, "-m", "sharp_rt", "export", "-c", str(checkpoint_file), "-o", str(out)]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not any(out.glob(".export-*")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)  # wait until the ONNX export is under way
+    time.sleep(2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == f"interrupted; nothing was written to {out}"
+    assert not out.exists()
+    assert os.listdir(tmp_path) == []

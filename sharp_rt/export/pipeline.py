@@ -244,7 +244,15 @@ def export_engine(
     if target == "tensorrt":
         from sharp_rt.engines.tensorrt_engine import tensorrt_environment
 
-        tensorrt_environment()  # fails fast, in one line, without TensorRT or a GPU
+        try:
+            tensorrt_environment()  # fails fast, in one line, without TensorRT or a GPU
+        except EngineError as error:
+            raise EngineError(
+                error.message,
+                hint="install TensorRT with `pip install 'sharp-rt[tensorrt]'` on a machine with an NVIDIA "
+                "GPU; or export the ONNX target (drop --target tensorrt) and run it with "
+                "`sharp-rt predict --engine DIR --backend onnxruntime`",
+            ) from None
 
     from sharp_rt.export.onnx_export import check_onnx, export_onnx
     from sharp_rt.export.precision import to_mixed_fp16
