@@ -186,3 +186,20 @@ def test_plain_ply_over_a_complete_full_layout_ply_names_the_layout(tmp_path, ti
     assert "is a complete .ply in the other layout (--format ply), not --format plain-ply" in text
     assert "--overwrite" in text and "-o" in text
     assert "not a complete" not in text
+
+
+def test_an_interrupt_wrapped_by_another_exception_counts_as_ctrl_c():
+    from sharp_rt.cli.export import caused_by_interrupt
+
+    def wrapped() -> BaseException:
+        try:
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt as interrupt:
+                raise RuntimeError("export failed") from interrupt
+        except RuntimeError as error:
+            return error
+
+    assert caused_by_interrupt(KeyboardInterrupt())
+    assert caused_by_interrupt(wrapped())
+    assert not caused_by_interrupt(ValueError("a real error"))
