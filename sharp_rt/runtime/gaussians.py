@@ -76,8 +76,7 @@ TRY_FP32 = (
 def nonfinite_counts(arrays: Mapping[str, np.ndarray]) -> dict[str, int]:
     """How many NaN / +-inf values each array holds (only arrays with any, in the mapping's order)."""
     counts = {
-        name: int(np.size(value) - np.count_nonzero(np.isfinite(value)))
-        for name, value in arrays.items()
+        name: int(np.size(value) - np.count_nonzero(np.isfinite(value))) for name, value in arrays.items()
     }
     return {name: count for name, count in counts.items() if count}
 

@@ -20,8 +20,10 @@ WARMUP_DIR = "warmup"
 WARMUP_DISPARITY_FILE = "disparity_factor_one"
 PARAMETER_PREFIX = "sharp_rt."  # prefix of the string parameters that carry sharp-rt's facts
 
+
 class Symbol(str):
     """A protobuf enum value: written without quotes (``TYPE_FP32``, ``KIND_GPU``)."""
+
 
 def to_pbtxt(message: dict[str, Any], indent: int = 0) -> str:
     """Protobuf text format of ``message``.
@@ -123,4 +125,3 @@ def model_config(
         }
     ]
     return config
-
