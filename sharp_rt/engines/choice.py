@@ -8,15 +8,15 @@ backend/precision ─┘   (what the user asked; "auto" leaves it to the measure
 
 With an NVIDIA GPU: a TensorRT plan if TensorRT is installed, else ONNX Runtime (its
 CUDA provider), preferring an fp16 artifact.  Without one, the fastest engine
-measured on CPUs of this project's class (full model, 2 threads, warm forwards,
-docs/benchmarks.md):
+measured on CPUs of this project's class (full model, 2 threads, docs/benchmarks.md,
+"End to end": interleaved rounds, medians of the engine's forward):
 
 | rank | engine | needs | full model, AMD EPYC Zen 4 (AVX512-BF16), s / forward |
 | ---: | --- | --- | ---: |
-| 1 | OpenVINO bf16 | ``[openvino]``, an artifact, a CPU with AMX-BF16 or AVX512-BF16 | 54.5 |
-| 2 | torch bf16 | ``[torch]``, a checkpoint, the same CPU | 79.5 |
-| 3 | OpenVINO fp32 | ``[openvino]``, an artifact | 213 CPU s where torch fp32 took 269 (loaded machine) |
-| 4 | torch fp32 | ``[torch]``, a checkpoint | 140 |
+| 1 | OpenVINO bf16 | ``[openvino]``, an artifact, a CPU with AMX-BF16 or AVX512-BF16 | 56.7 |
+| 2 | torch bf16 | ``[torch]``, a checkpoint, the same CPU | 99.3 |
+| 3 | OpenVINO fp32 | ``[openvino]``, an artifact | 122.5 |
+| 4 | torch fp32 | ``[torch]``, a checkpoint | 158.8 (ml-sharp's recipe, the same forward) |
 | 5 | ONNX Runtime fp32 | ``[onnxruntime]``, an artifact | 102-112 on an Intel Xeon where torch fp32 took 91 |
 
 ``precision="auto"`` allows bf16 (the bf16 bound of docs/engine-contract.md) only where
