@@ -47,13 +47,16 @@ pytestmark = pytest.mark.browser
 GRID_ATOL = 0.08  # max |mean colour difference| of a grid cell, sRGB in [0, 1]
 PAGE_TIMEOUT = 40.0  # seconds for a page to load and draw (software WebGL)
 FORMATS = ("ply", "plain-ply", "splat", "compressed-ply")
-# What each viewer does with each format (True: shows the photo). The README's "Viewing" table.
-EXPECTED = {
+# What each viewer does with each format (True: shows the photo; None: differs between runs, so only
+# recorded, not asserted). The README's "Viewing" table.
+EXPECTED: dict[str, dict[str, bool | None]] = {
     "supersplat": {"ply": True, "plain-ply": True, "splat": False, "compressed-ply": True},
     "playcanvas": {"ply": True, "plain-ply": True, "splat": False, "compressed-ply": True},
     "spark": {"ply": True, "plain-ply": True, "splat": True, "compressed-ply": True},
     "babylon": {"ply": True, "plain-ply": True, "splat": True, "compressed-ply": True},
-    "gs3d": {"ply": True, "plain-ply": True, "splat": True, "compressed-ply": False},
+    # GaussianSplats3D 0.4.7 drew the compressed .ply correctly in one CI run (grid error 0.028) and
+    # 0 splats in the others.
+    "gs3d": {"ply": True, "plain-ply": True, "splat": True, "compressed-ply": None},
     "gsplatjs": {"ply": False, "plain-ply": True, "splat": True, "compressed-ply": False},
 }
 PACKAGES = {  # viewer -> a file its npm package provides
@@ -168,12 +171,14 @@ def test_web_viewer_opens_the_formats_the_readme_says(site, scene, viewer):
         for fmt in FORMATS:
             page.log.clear()
             page.goto(viewer_url(base, viewer, fmt, gaussians))
-            timeout = PAGE_TIMEOUT if EXPECTED[viewer][fmt] else PAGE_TIMEOUT / 2
+            timeout = PAGE_TIMEOUT if EXPECTED[viewer][fmt] is not False else PAGE_TIMEOUT / 2
             shot = wait_until_drawn(page, timeout, page_state(viewer))
             errors[fmt] = None if shot is None else round(grid_error(shot, expected), 3)
             outcome[fmt] = errors[fmt] is not None and errors[fmt] < GRID_ATOL
             page.goto("about:blank")
-    assert outcome == EXPECTED[viewer], f"grid errors {errors}; last page log: {page.log[-5:]}"
+    asserted = {fmt: drawn for fmt, drawn in EXPECTED[viewer].items() if drawn is not None}
+    shown = {fmt: outcome[fmt] for fmt in asserted}
+    assert shown == asserted, f"grid errors {errors}; last page log: {page.log[-5:]}"
 
 
 def test_supersplat_accepts_the_viewer_settings(site):

@@ -517,7 +517,14 @@ def test_ctrl_c_during_export_is_one_line_and_leaves_no_folder(checkpoint_file, 
 
     out = tmp_path / "engine"
     command = [sys.executable, "-m", "sharp_rt", "export", "-c", str(checkpoint_file), "-o", str(out)]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        # background jobs of a shell (`cmd &`) ignore SIGINT and pass that on: restore it as a terminal has
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 300
     while not any(out.glob(".export-*")) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)  # wait until the ONNX export is under way
