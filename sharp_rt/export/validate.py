@@ -91,10 +91,10 @@ TOLERANCES: dict[str, Tolerance] = {
     ),
     # fp16: the promised bounds (99.9 % within), and bounds on the maximum about 3x the largest errors
     # measured with the FP16_FP32_ISLANDS layout on the evaluation photos (tiny and tiny1536: seeds 0 and 1;
-    # the full model: seed 0, 5 photos), up to 60x for colours (1.6e-4); docs/precision.md.  Covariance:
+    # the full model: seeds 0 and 1, 5 photos), up to 60x for colours (1.6e-4); docs/precision.md. Covariance:
     # the largest full-model error was 1.6e-1, one Gaussian of 1,179,648 whose raw quaternion has norm
     # 0.012 (its orientation is set by the quaternion's direction, which fp16 rounding upstream moves;
-    # the error grows as 1 / norm), while 99.97 % stayed within 1e-2 and the next largest was 4.4e-2.
+    # the error grows as 1 / norm); on that photo 99.97 % stayed within 1e-2, the next largest was 4.4e-2.
     "fp16": Tolerance(
         min_fraction_within=0.999,
         bounds={
