@@ -4,6 +4,13 @@
         --photos raccoon rocket --json /tmp/sens_tiny1536.json
     nice -n 15 python benchmarks/precision_sensitivity.py --preset sharp --seeds 0 --photos raccoon \
         --merge --vit-group 12 --cache-dir /tmp/sens-cache --json /tmp/sens_sharp.json
+    nice -n 15 python benchmarks/precision_sensitivity.py --preset tiny --statistics trained --render \
+        --merge --json /tmp/sens_tiny_trained.json
+
+``--statistics trained`` uses the stress weights (``sharp-rt synthetic --statistics trained``);
+``--render`` adds the render-space measure (:class:`sharp_rt.render.fidelity.RenderFidelity`: PSNR
+of the photo's view and 2 trajectory views against fp32's renders, input-view depth error) to
+the "all blocks at once" row of each precision.
 
 For every block (a ViT's patch embedding, groups of its transformer blocks and
 its final norm; the sliding-pyramid projections; each DPT decoder stage; the
@@ -281,15 +288,19 @@ def replace(model: nn.Module, path: str, module: nn.Module) -> nn.Module:
 
 def load_photo(name: str, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
     """An eval photo (file stem or path) -> image [1, 3, S, S], disparity_factor [1] (= f_px / W)."""
+    prepared = _prepared(name, resolution)
+    return torch.from_numpy(prepared.image), torch.tensor(
+        [prepared.f_px / prepared.width], dtype=torch.float32
+    )
+
+
+def _prepared(name: str, resolution: int):
     from sharp_rt.predict.predictor import prepare_image
 
     path = Path(name)
     if not path.exists():
         path = next(EVAL_PHOTOS.glob(f"{name}.*"))
-    prepared = prepare_image(path, resolution)
-    return torch.from_numpy(prepared.image), torch.tensor(
-        [prepared.f_px / prepared.width], dtype=torch.float32
-    )
+    return prepare_image(path, resolution)
 
 
 def run(model: nn.Module, image: torch.Tensor, factor: torch.Tensor) -> dict[str, np.ndarray]:
@@ -306,12 +317,15 @@ def summarize(
 
 
 def sensitivity(args: argparse.Namespace) -> list[dict]:
+    from sharp_rt.render.fidelity import RenderFidelity
     from sharp_rt.sharp_ref import get_config, predictor_from_state_dict, synthetic_checkpoint
 
     config = get_config(args.preset)
+    render_check = RenderFidelity()
     results = []
     for seed in args.seeds:
-        model = predictor_from_state_dict(synthetic_checkpoint(config, seed=seed), config)
+        state = synthetic_checkpoint(config, seed=seed, statistics=args.statistics)
+        model = predictor_from_state_dict(state, config)
         blocks = all_blocks(model, args.vit_group, args.image_vit_group, merge=args.merge)
         if args.only:
             blocks = [b for b in blocks if any(key in b.name for key in args.only)]
@@ -351,6 +365,7 @@ def sensitivity(args: argparse.Namespace) -> list[dict]:
                     wrappers[path].inner = originals[path]
                 row = {
                     "preset": args.preset,
+                    "statistics": args.statistics,
                     "seed": seed,
                     "photo": Path(photo).stem,
                     "block": block.name,
@@ -358,6 +373,12 @@ def sensitivity(args: argparse.Namespace) -> list[dict]:
                     "seconds": round(seconds, 1),
                     "errors": summarize(outputs, reference),
                 }
+                if args.render and block.name == "all blocks at once":
+                    prepared = _prepared(photo, config.internal_resolution)
+                    row["render"] = render_check(
+                        outputs, reference, prepared.f_px, prepared.width, prepared.height
+                    )
+                    print(f"#   render PSNR: {[v['psnr_db'] for v in row['render']['views']]} dB", flush=True)
                 results.append(row)
                 e = row["errors"]
                 print(
@@ -415,6 +436,8 @@ def main() -> None:
     parser.add_argument("--merge", action="store_true", help="one row per DPT decoder and for the image ViT")
     parser.add_argument("--save-reference", help="save the float32 outputs (npz) in this folder")
     parser.add_argument("--cache-dir", help="keep recorded float32 outputs in memory-mapped files here")
+    parser.add_argument("--statistics", default="default", choices=["default", "trained"], help="weight rule")
+    parser.add_argument("--render", action="store_true", help="render-space measure of the all-blocks row")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", help="write all rows here")
     args = parser.parse_args()

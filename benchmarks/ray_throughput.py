@@ -59,7 +59,8 @@ def run_single_process(spec: EngineSpec, todo: list[tuple[Path, Path]]) -> float
     with Predictor.from_spec(spec) as predictor:
         for result in predictor.predict_many([source for source, _ in todo]):
             assert result.error is None, result.error
-            write_output(result.gaussians, targets[result.source], OutputFormat.ply, overwrite=True)
+            target = targets[result.source]  # recording the photo, as predict does
+            write_output(result.gaussians, target, OutputFormat.ply, overwrite=True, source=result.source)
     return time.perf_counter() - started
 
 

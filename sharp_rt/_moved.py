@@ -5,6 +5,9 @@ itself, so ``sharp_rt.gaussians.Gaussians is sharp_rt.runtime.gaussians.Gaussian
 and warns once with a :class:`DeprecationWarning` that names the new path.  Nothing
 is imported until an old path is used.  The table is the changelog's "what moved"
 (CHANGELOG.md, 0.2.0).
+
+These aliases are removed in sharp-rt :data:`REMOVED_IN` (0.4.0; CHANGELOG.md, 0.3.0 "Layout
+(issue 22)"): import the new paths.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import importlib.util
 import sys
 import warnings
 from types import ModuleType
+
+REMOVED_IN = "0.4.0"  # the release that drops these aliases
 
 # old module path -> new module path
 MOVED_MODULES: dict[str, str] = {
@@ -52,7 +57,8 @@ class MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         """Import the new module to hand it out under the old name."""
         new_name = self.moved[spec.name]
         warnings.warn(
-            f"{spec.name} moved to {new_name} in sharp-rt 0.2; import it from there",
+            f"{spec.name} moved to {new_name} in sharp-rt 0.2; import it from there "
+            f"(the old path is removed in {REMOVED_IN})",
             DeprecationWarning,
             stacklevel=2,
         )

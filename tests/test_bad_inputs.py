@@ -205,7 +205,7 @@ def test_nan_engine_outputs_fail_the_image_and_write_nothing(corpus, nan_checkpo
     assert list(out.iterdir()) == []
 
 
-def test_render_reports_nan_gaussians_as_predict_does(tmp_path):
+def test_render_reports_nan_gaussians_as_a_damaged_file(tmp_path):
     pytest.importorskip("imageio_ffmpeg", reason="video writing needs the [render] extra (imageio-ffmpeg)")
     n = 64
     rng = np.random.default_rng(0)
@@ -223,7 +223,8 @@ def test_render_reports_nan_gaussians_as_predict_does(tmp_path):
     ply = write_ply(gaussians, tmp_path / "[" / "bold]nan.ply")  # shown as .../[/bold]nan.ply
     result = invoke("render", ply, "-o", tmp_path / "videos", "--frames", "2")
     assert result.exit_code == 1
-    assert "hold 5 NaN/inf values (mean_vectors 5)" in result.output and "try fp32" in result.output
+    assert "holds 5 NaN/inf values (mean_vectors 5)" in result.output and "damaged" in result.output
+    assert "fp16" not in result.output and "--precision" not in result.output  # render has no engine
     assert f"skipped {ply}: " in result.output
     assert list((tmp_path / "videos").iterdir()) == []
 
@@ -250,7 +251,7 @@ class FailingEngine(Engine):
     def __init__(self, engine: Engine, fail_on: set[int], error: Exception) -> None:
         self.engine, self.info, self.fail_on, self.error, self.calls = engine, engine.info, fail_on, error, 0
 
-    def run(self, image, disparity_factor):
+    def _run(self, image, disparity_factor):
         self.calls += 1
         if self.calls in self.fail_on:
             raise self.error

@@ -74,7 +74,7 @@ def test_truncated_file_gives_a_clear_error(tmp_path, tiny_checkpoint):
 def test_non_checkpoint_file_gives_a_clear_error(tmp_path):
     junk = tmp_path / "photo.pt"
     junk.write_text("not a checkpoint")
-    with pytest.raises(CheckpointError, match="Cannot read checkpoint"):
+    with pytest.raises(CheckpointError, match="is not a checkpoint: it is a text file"):
         load_checkpoint(junk)
 
 

@@ -159,7 +159,7 @@ def test_outputs_know_the_format_exactly(tmp_path, golden):
     plan = plan_outputs(images, tmp_path, OutputFormat.compressed_ply)
     target = plan.todo[0][1]
     assert target.name == "coffee.compressed.ply"
-    write_output(golden, target, OutputFormat.compressed_ply, overwrite=False)
+    write_output(golden, target, OutputFormat.compressed_ply, overwrite=False, source=images[0])
     assert is_complete_output(target) and is_complete_output(target, fmt=OutputFormat.compressed_ply)
     assert not is_complete_output(target, fmt=OutputFormat.ply)
     assert plan_outputs(images, tmp_path, OutputFormat.compressed_ply).done == [(images[0], target)]

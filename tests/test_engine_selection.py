@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -344,13 +345,15 @@ def test_auto_on_a_cpu_machine_leaves_the_plan_alone_without_a_note(artifact, mo
 
 
 def _export_named(engines: Path, name: str, tiny_export: Path, precision: str = "fp32") -> Path:
-    """engines/<name> with the tiny export's manifest, claiming ``precision`` (only the manifest is read)."""
+    """engines/<name>: the tiny export's manifest claiming ``precision``, and its files (hard links)."""
     from sharp_rt.core.contract import MANIFEST_NAME
 
     directory = engines / name
     directory.mkdir(parents=True)
     manifest = json.loads((tiny_export / MANIFEST_NAME).read_text())
     (directory / MANIFEST_NAME).write_text(json.dumps({**manifest, "precision": precision}))
+    for source in tiny_export.glob("model.onnx*"):
+        os.link(source, directory / source.name)
     return directory
 
 
@@ -370,6 +373,25 @@ def test_default_export_is_the_single_other_export_and_skips_broken_ones(tiny_ex
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "manifest.json").write_text("{ not json")
     assert [a.directory.name for a in default_artifacts(tmp_path)] == ["tiny-fp32"]
+
+
+def test_a_broken_sharp_export_is_not_the_default_while_a_good_one_exists(tiny_export, tmp_path, monkeypatch):
+    """engines/sharp-fp16 without its model.onnx.data: info and predict name sharp-fp32, with a warning."""
+    from sharp_rt.core.errors import SharpError
+    from sharp_rt.engines.choice import default_artifacts
+
+    broken = _export_named(tmp_path / "engines", "sharp-fp16", tiny_export, precision="fp16")
+    _export_named(tmp_path / "engines", "sharp-fp32", tiny_export)
+    (broken / "model.onnx.data").unlink()
+    assert [a.directory.name for a in default_artifacts(tmp_path / "engines")] == ["sharp-fp32"]
+    monkeypatch.chdir(tmp_path)
+    info = runner.invoke(app, ["info"], env={"COLUMNS": "300"})
+    default_line = next(line for line in info.output.splitlines() if line.startswith("default engine:"))
+    assert "sharp-fp32" in default_line and "sharp-fp16" not in default_line, info.output
+    assert "skipping a broken export" in info.output and "model.onnx.data is missing" in info.output
+    (tmp_path / "engines" / "sharp-fp32" / "model.onnx").unlink()  # no complete one: the error says why
+    with pytest.raises(SharpError, match=r"default export is broken: .*model\.onnx\.data is missing"):
+        default_artifacts(tmp_path / "engines")
 
 
 def test_several_other_exports_are_refused_asking_for_engine(tiny_export, tmp_path):

@@ -124,7 +124,8 @@ def test_fp32_manifest_records_contract_and_passed_validation(fp32_dir, checkpoi
     assert manifest.files["onnx"].size < 0.2 * manifest.files["onnx_data"].size
     validation = manifest.validation
     assert validation["status"] == "passed" and validation["failures"] == []
-    assert validation["probe"]["kind"] == "photo"
+    assert validation["probe"]["kind"] == "photos" and len(validation["probes"]) == 2
+    assert all("render" not in probe for probe in validation["probes"])  # fp32: no render check
     for name in OUTPUT_NAMES:
         stats = validation["outputs"][name]
         assert stats["max"] < 1e-4 and stats["nonfinite"] == 0, (name, stats)
@@ -232,14 +233,20 @@ def test_precision_doc_lists_the_fp16_islands():
     assert layouts == {"fp16": set(FP16_FP32_ISLANDS), "bf16": set(BF16_FP32_ISLANDS)}
 
 
-def test_fp16_manifest_validation_meets_the_bounds_on_the_probe_photo(fp16_dir):
-    from sharp_rt.export.validate import TOLERANCES
+def test_fp16_manifest_validation_meets_the_bounds_on_both_probe_photos(fp16_dir):
+    from sharp_rt.export.validate import PROBE_PHOTOS, TOLERANCES
     from sharp_rt.sharp_ref.mixed_precision import FP16_FP32_ISLANDS
 
     manifest = read_manifest(fp16_dir, precision="fp16")
     validation = manifest.validation
     assert validation["status"] == "passed", validation["failures"]
-    assert validation["probe"]["kind"] == "photo" and validation["probe"]["photo"] == "grace_hopper.jpg"
+    assert validation["probe"]["photos"] == list(PROBE_PHOTOS) == ["grace_hopper.jpg", "china.jpg"]
+    assert [p["photo"] for p in validation["probes"]] == list(PROBE_PHOTOS)
+    assert {p["status"] for p in validation["probes"]} == {"passed"}
+    assert len({p["kind"] for p in validation["probes"]}) == 2  # two kinds of photo
+    assert all(p["license"] for p in validation["probes"])
+    assert validation["rounds"] == [{"added": [], "status": "passed", "failures": []}]  # nothing grown
+    assert manifest.raw["layout"]["grown_islands"] == []
     tolerance = TOLERANCES["fp16"]
     assert tolerance.min_fraction_within >= 0.999
     sections = {**validation["outputs"], "covariances": validation["covariances"]}

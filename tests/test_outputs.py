@@ -16,6 +16,7 @@ from conftest import DATA
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sharp_rt.core.naming import SourceRecord, sidecar_path, sidecar_text
 from sharp_rt.predict.inputs import expand_inputs
 from sharp_rt.predict.outputs import (
     NAME_MAX_BYTES,
@@ -67,9 +68,13 @@ def test_splat_is_complete_only_with_exactly_n_records(tmp_path):
     assert not is_complete_output(cut, n)
     assert not is_complete_output(longer, n)
     assert not is_complete_output(whole)  # without N a .splat cannot be judged
-    plan = plan_outputs([Path("whole.png"), Path("cut.png")], tmp_path, OutputFormat.splat, num_gaussians=n)
-    assert [image for image, _ in plan.done] == [Path("whole.png")]
-    assert [image for image, _ in plan.blocked] == [Path("cut.png")]
+    images = [tmp_path / "whole.png", tmp_path / "cut.png"]
+    for image in images:
+        image.write_bytes(image.name.encode())
+    sidecar_path(whole).write_text(sidecar_text(whole, SourceRecord.of(images[0])))
+    plan = plan_outputs(images, tmp_path, OutputFormat.splat, num_gaussians=n)
+    assert [image for image, _ in plan.done] == images[:1]
+    assert [image for image, _ in plan.blocked] == images[1:]
     with pytest.raises(ValueError, match="num_gaussians"):
         plan_outputs([Path("whole.png")], tmp_path, OutputFormat.splat)
 
@@ -128,16 +133,31 @@ def test_folder_scans_skip_appledouble_files(tmp_path):
     assert expand_inputs([str(tmp_path)], [".png"], "images") == [tmp_path / "a.png"]
 
 
+def recorded_ply(image: Path, target: Path) -> Path:
+    """The golden tiny .ply at ``target``, recording ``image`` as its photo (as predict writes it)."""
+    data = (DATA / "tiny_coffee_seed0.ply").read_bytes()
+    first, second, rest = data.split(b"\n", 2)
+    comment = f"comment {SourceRecord.of(image).comment()}".encode("ascii")
+    target.write_bytes(b"\n".join([first, second, comment, rest]))
+    return target
+
+
 def test_plan_skips_complete_outputs_and_blocks_foreign_files(tmp_path):
-    images = [Path("done.png"), Path("foreign.png"), Path("new.png")]
-    (tmp_path / "done.ply").write_bytes((DATA / "tiny_coffee_seed0.ply").read_bytes())
-    (tmp_path / "foreign.ply").write_text("keep me")
-    plan = plan_outputs(images, tmp_path, OutputFormat.ply)
-    assert plan.done == [(Path("done.png"), tmp_path / "done.ply")]
-    assert [image for image, _ in plan.blocked] == [Path("foreign.png")]
-    assert plan.todo == [(Path("new.png"), tmp_path / "new.ply")]
+    images = [tmp_path / "in" / name for name in ("done.png", "foreign.png", "new.png")]
+    images[0].parent.mkdir()
+    for image in images:
+        image.write_bytes(image.name.encode())
+    out = tmp_path / "out"
+    out.mkdir()
+    recorded_ply(images[0], out / "done.ply")
+    (out / "foreign.ply").write_text("keep me")
+    plan = plan_outputs(images, out, OutputFormat.ply)
+    assert plan.done == [(images[0], out / "done.ply")]
+    assert [image for image, _ in plan.blocked] == [images[1]]
+    assert plan.todo == [(images[2], out / "new.ply")]
     everything = plan_outputs(images, tmp_path, OutputFormat.ply, overwrite=True)
     assert [image for image, _ in everything.todo] == images
+    assert (out / "foreign.ply").read_text() == "keep me"  # planning writes nothing
 
 
 # --------------------------------------------------------------------------- properties
@@ -208,7 +228,8 @@ def test_a_run_writes_one_output_per_image_and_overwrites_nothing(tmp_path_facto
             sources.append(path)
     given_twice = [str(root / "in"), *(str(p) for p in data.draw(st.lists(st.sampled_from(sources))))]
     found = expand_inputs(given_twice, {p.suffix for p in sources}, "images")
-    assert sorted(found) == sorted(sources)
+    named = {Path(p) for p in given_twice[1:]}  # hidden files (".x.jpg"): skipped by the scan unless named
+    assert sorted(found) == sorted(p for p in sources if not p.name.startswith(".") or p in named)
     out = root / "out"
     targets = output_targets(found, out, OutputFormat.ply, keep_tree)
     foreign = set(data.draw(st.lists(st.sampled_from(targets), unique=True)))
@@ -221,8 +242,8 @@ def test_a_run_writes_one_output_per_image_and_overwrites_nothing(tmp_path_facto
         held = {image for image, target in zip(found, targets, strict=True) if target in foreign}
         assert {image for image, _ in plan.blocked} == held
         assert len(plan.done) == (len(found) - len(foreign) if rerun else 0)
-        for _, target in plan.todo:
-            write_output(one_gaussian(), target, OutputFormat.ply, overwrite=False)
+        for image, target in plan.todo:
+            write_output(one_gaussian(), target, OutputFormat.ply, overwrite=False, source=image)
     for target in foreign:
         assert target.read_bytes() == b"someone else's file"
     written = {p for p in out.rglob("*") if p.is_file()}

@@ -64,7 +64,8 @@ def test_render_writes_color_and_depth_videos(tmp_path):
         app, [*args, "--trajectory", "swipe", "--fps", "10", "--device", "cpu", "--threads", "1"]
     )
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["tiny_coffee_seed0.depth.mp4", "tiny_coffee_seed0.mp4"]
+    videos = ["tiny_coffee_seed0.depth.mp4", "tiny_coffee_seed0.mp4", "tiny_coffee_seed0.mp4.source.json"]
+    assert sorted(p.name for p in out.iterdir()) == videos  # + which scene they show (README: Output names)
     color, depth = read_video(out / "tiny_coffee_seed0.mp4"), read_video(out / "tiny_coffee_seed0.depth.mp4")
     assert color.shape == depth.shape == (4, 44, 64, 3)  # 600x400 photo -> 64x43 -> even
     assert color.std() > 10  # a picture, not a flat frame
@@ -129,7 +130,8 @@ def test_bad_ply_is_a_clear_error(tmp_path, content, message):
     assert result.exit_code == 1
     assert message in flat(result.output) and "bad.ply" in result.output
     assert "Traceback" not in result.output
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.depth.mp4", "good.mp4"]
+    videos = ["good.depth.mp4", "good.mp4", "good.mp4.source.json"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == videos
 
 
 def test_missing_input_and_unavailable_backend_exit_with_code_2(tmp_path):
@@ -169,8 +171,12 @@ def test_colorize_depth_runs_dark_blue_to_dark_red():
 
 
 def test_render_skips_inputs_whose_videos_exist(tmp_path):
+    from sharp_rt.core.naming import SourceRecord, sidecar_path, sidecar_text
+
     for name in ("tiny_coffee_seed0.mp4", "tiny_coffee_seed0.depth.mp4"):
         (tmp_path / name).write_bytes(b"done")  # videos are published atomically: existing means complete
+    video = tmp_path / "tiny_coffee_seed0.mp4"  # and they record their scene, as render writes them
+    sidecar_path(video).write_text(sidecar_text(video, SourceRecord.of(TINY_PLY)))
     args = ["render", str(TINY_PLY), "-o", str(tmp_path), "--resolution", "32", "--frames", "2"]
     result = runner.invoke(app, [*args, "--threads", "1", "--device", "cpu"])
     assert result.exit_code == 0, result.output
@@ -188,7 +194,8 @@ def test_render_reads_a_splat_with_the_default_camera(tmp_path):
     result = runner.invoke(app, [*args, "--device", "cpu", "--renderer", "torch"])
     assert result.exit_code == 0, result.output
     assert "store no camera" in flat(result.output) and "640x480" in result.output
-    assert sorted(p.name for p in out.iterdir()) == ["coffee.depth.mp4", "coffee.mp4"]
+    videos = ["coffee.depth.mp4", "coffee.mp4", "coffee.mp4.source.json"]
+    assert sorted(p.name for p in out.iterdir()) == videos
     assert read_video(out / "coffee.mp4").shape == (2, 24, 32, 3)  # 640x480 -> 32x24
 
 

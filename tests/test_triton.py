@@ -384,7 +384,11 @@ def test_cli_predict_through_a_real_triton_server_writes_the_local_bytes(
     result = runner.invoke(app, ["predict", str(DATA / "coffee.png"), "--server", url, "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert "Engine: triton" in result.output
-    expected = write_ply(Predictor(local_engine).predict(DATA / "coffee.png"), tmp_path / "local.ply")
+    from sharp_rt.core.naming import SourceRecord
+
+    record = [SourceRecord.of(DATA / "coffee.png").comment()]  # predict records the photo in the header
+    gaussians = Predictor(local_engine).predict(DATA / "coffee.png")
+    expected = write_ply(gaussians, tmp_path / "local.ply", comments=record)
     assert (out / "coffee.ply").read_bytes() == expected.read_bytes()
 
 

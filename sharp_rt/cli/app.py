@@ -8,6 +8,7 @@ sharp-rt view PATH                     a splat file (or a photo) in the browser,
 sharp-rt info                          what is installed and usable
 sharp-rt checkpoint [-c CKPT]          inspect a checkpoint: preset, parameters, sha256
 sharp-rt synthetic PRESET -o FILE      write synthetic weights in the official layout
+sharp-rt cache list | clear            the engines predict builds on first use
 ```
 
 User errors (bad image, missing checkpoint, existing output, ...) print one
@@ -23,6 +24,7 @@ from typing import Annotated
 import typer
 
 from sharp_rt._version import __version__
+from sharp_rt.cli.cache import cache_app
 from sharp_rt.cli.checkpoint import checkpoint_command, synthetic_command
 from sharp_rt.cli.export import export_command
 from sharp_rt.cli.info import info_command
@@ -64,6 +66,7 @@ app.command("view")(view_command)
 app.command("info")(info_command)
 app.command("checkpoint")(checkpoint_command)
 app.command("synthetic")(synthetic_command)
+app.add_typer(cache_app, name="cache")
 
 
 def main() -> None:

@@ -45,10 +45,23 @@ def synthetic_command(
     out: Annotated[Path, typer.Option("-o", "--out", help="Output .pt or .safetensors file.")],
     seed: Annotated[int, typer.Option(help="Seed of the synthetic-weight rule.")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing file.")] = False,
+    statistics: Annotated[
+        str,
+        typer.Option(
+            "--statistics",
+            help="default (the parity rule) or trained (stress weights with trained-like statistics: "
+            "high-norm tokens, LayerScale 1e-6..1, large attention logits, GroupNorm outliers; "
+            "docs/precision.md).",
+        ),
+    ] = "default",
 ) -> None:
     """Write synthetic weights in the official layout (for tests and demos, not for real photos)."""
     with user_errors():
         from sharp_rt.sharp_ref import get_config, synthetic_checkpoint
+        from sharp_rt.sharp_ref.synthetic import STATISTICS
+
+        if statistics not in STATISTICS:
+            raise SharpError(f"Unknown --statistics {statistics!r}", hint="choose default or trained")
 
         try:
             config = get_config(preset)
@@ -56,5 +69,5 @@ def synthetic_command(
             raise SharpError(str(error)) from None
         if out.exists() and not overwrite:
             raise SharpError(f"{out} exists", hint="pass --overwrite to replace it")
-        synthetic_checkpoint(config, seed, path=out)
-        show("wrote {} ({}, seed {})", out, config.name, seed, out=results)
+        synthetic_checkpoint(config, seed, path=out, statistics=statistics)
+        show("wrote {} ({}, seed {}, {} statistics)", out, config.name, seed, statistics, out=results)

@@ -1,4 +1,4 @@
-"""The terminal side of every command: where output goes, and the one way user text is printed.
+r"""The terminal side of every command: where output goes, and the one way user text is printed.
 
 Paths, file names and library messages can hold square brackets (``IMG_0001
 [edited].png``) or ``:name:`` codes that rich would read as markup or emoji: the
@@ -15,6 +15,12 @@ every command prints through this module, and user text is escaped here, once:
 - :func:`show_library_warnings` prints what sharp-rt itself logs (an engine that fell
   back, a provider that did not load) as one ``warning:`` line each.
 
+User text is also made safe for the terminal (:func:`printable`): a file named
+``e\x1b[31m.jpg`` would otherwise colour or rewrite the screen (an escape sequence),
+and bidirectional overrides can reorder what is shown.  Control characters and those
+overrides print as Python-style escapes (``e\x1b[31m.jpg``); line breaks stay in
+messages (hints follow on their own line) but not in paths.
+
 The consoles have emoji codes and highlighting off.
 """
 
@@ -23,8 +29,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import unicodedata
 import warnings
 from collections.abc import Iterator
+from pathlib import PurePath
 
 import typer
 from rich.console import Console
@@ -33,8 +41,9 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     SpinnerColumn,
-    TextColumn,
+    Task,
     TimeElapsedColumn,
 )
 from rich.text import Text
@@ -45,29 +54,61 @@ console = Console(stderr=True, emoji=False, highlight=False)  # messages, progre
 results = Console(emoji=False, highlight=False)  # what a command reports on stdout (tables)
 
 
+# Unicode's bidirectional formatting characters (UAX #9, section 2): they reorder the text that follows.
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def printable(value: object, *, line_breaks: bool = True) -> str:
+    r"""``value`` as text that cannot control the terminal: control characters become escapes.
+
+    C0 and C1 control characters (ESC, BEL, CR, backspace, CSI, ...) and the bidirectional
+    overrides print as ``\x1b`` / ``\u202e``; ``line_breaks`` keeps newlines and tabs as
+    they are (messages), False escapes them too (paths).  Paths (:class:`~pathlib.PurePath`)
+    never keep line breaks.
+    """
+    text = str(value)
+    if text.isprintable():
+        return text
+    keep = "\n\t" if line_breaks and not isinstance(value, PurePath) else ""
+    return "".join(
+        char
+        if char in keep or (unicodedata.category(char) != "Cc" and char not in _BIDI_CONTROLS)
+        else (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+        for char in text
+    )
+
+
 def show(template: str, *values: object, out: Console | None = None, **options: object) -> None:
     """Print ``template`` (our rich markup with ``{}`` fields) with ``values`` filled in as plain text.
 
     template: trusted markup written in the code, e.g. ``"[yellow]skipped[/] {}: {}"``.
     values: user-supplied text (paths, names, messages); escaped, so brackets and
-    backslashes print as they are.  Numbers stay numbers, for format specs like ``{:.1f}``.
+    backslashes print as they are, and control characters as escapes (:func:`printable`).
+    Numbers stay numbers, for format specs like ``{:.1f}``.
     ``out``: the console (default: stderr).  ``options`` go to ``Console.print``; lines
     are not wrapped (``soft_wrap``) unless asked.
     """
-    fields = [value if isinstance(value, int | float) else escape(str(value)) for value in values]
+    fields = [value if isinstance(value, int | float) else escape(printable(value)) for value in values]
     options.setdefault("soft_wrap", True)
     (out or console).print(template.format(*fields), **options)
 
 
 def plain(value: object, style: str = "") -> Text:
-    """User text as a rich :class:`~rich.text.Text` (a table cell or title): never read as markup."""
-    return Text(str(value), style=style)
+    """User text as a rich :class:`~rich.text.Text` (a table cell or title): no markup, no control codes."""
+    return Text(printable(value), style=style)
+
+
+class _Description(ProgressColumn):
+    """A task's description (a file name, a step) as plain text with no control codes."""
+
+    def render(self, task: Task) -> Text:
+        return Text(printable(task.description))
 
 
 def progress_bar() -> Progress:
     """The progress display of long commands: description (plain text), bar, done/total, elapsed."""
     return Progress(
-        TextColumn("{task.description}", markup=False),
+        _Description(),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -98,7 +139,7 @@ def live_stage(name: str) -> Iterator[None]:
     if console.is_terminal:
         status = Progress(
             SpinnerColumn(),
-            TextColumn("{task.description}", markup=False),
+            _Description(),
             TimeElapsedColumn(),
             console=console,
             transient=True,

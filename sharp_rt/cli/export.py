@@ -159,39 +159,27 @@ def export_command(
         _report_triton(triton)
         _report(triton.export)
         return
-    if target is TargetOption.aoti:
-        with user_errors(), interrupts(watched, out_dir is None), library_noise(verbose):
-            if dynamic_batch:
-                from sharp_rt.core.errors import SharpError
-
-                raise SharpError("AOTInductor packages have a static batch of 1", hint="drop --dynamic-batch")
-            from sharp_rt.export.aoti import export_aoti
-
-            result = export_aoti(
-                checkpoint,
-                precision=precision.value,
-                device=device.value,
-                out_dir=out_dir,
-                validate=not no_validate,
-                overwrite=overwrite,
-                log=log,
-                stage=live_stage,
-            )
-        _report(result)
-        return
     with user_errors(), interrupts(watched, out_dir is None), library_noise(verbose):
-        from sharp_rt.export.pipeline import export_engine
+        from sharp_rt.export import export
 
-        result = export_engine(
+        extra: dict = {"dynamic_batch": dynamic_batch}
+        if target is TargetOption.aoti:
+            extra["device"] = device.value
+        elif precision is not PrecisionOption.fp32:
+            from sharp_rt.render.fidelity import RenderFidelity
+
+            # renders vs fp32's (the export layer cannot import render); fp32 engines are float32 noise apart
+            extra["render_check"] = RenderFidelity()
+        result = export(
             checkpoint,
-            precision=precision.value,
             target=target.value,
+            precision=precision.value,
             out_dir=out_dir,
             validate=not no_validate,
-            dynamic_batch=dynamic_batch,
             overwrite=overwrite,
             log=log,
             stage=live_stage,
+            **extra,
         )
     _report(result)
 

@@ -101,7 +101,8 @@ def info_command(
     state = "present" if checkpoint.is_file() else "not downloaded"
     show("official checkpoint: {} ({})", checkpoint, state, out=results)
     show(
-        "sharp-rt cache:      {} (TensorRT timing caches, read-only exports' OpenVINO caches)",
+        "sharp-rt cache:      {} (engines built on first use, TensorRT timing caches, read-only exports' "
+        "OpenVINO caches)",
         cache_root(),
         out=results,
     )
@@ -126,6 +127,14 @@ def _print_default_engine(engines_dir: Path) -> None:
     try:
         choice = choose_engine(Machine.detect(), default_artifacts(engines_dir))
     except SharpError as error:
+        from sharp_rt.export.first_run import first_run_possible
+
+        if first_run_possible():  # predict builds the engine from the official checkpoint on first use
+            show(
+                "default engine:      built on first use into the engine cache (`sharp-rt cache list`)",
+                out=results,
+            )
+            return
         show("default engine:      none ({})", error.message, out=results)
         return
     where = choice.artifact or "checkpoint"

@@ -1,15 +1,21 @@
 """``sharp-rt render SCENE... -o OUT_DIR``: trajectory videos of 3DGS ``.ply`` and ``.splat`` files.
 
 Registered in :mod:`sharp_rt.cli.app` as ``render``.  Every input is rendered to
-``OUT_DIR/<stem>.mp4`` plus ``OUT_DIR/<stem>.depth.mp4``.  As ``predict`` does, a rerun
-skips inputs whose two videos exist (videos are written atomically, so an existing one
-is complete; ``--overwrite`` redoes them); a file that cannot be read or written is
-reported and skipped, and the command then exits with code 1.  A ``.splat`` file stores
+``OUT_DIR/<stem>.mp4`` plus ``OUT_DIR/<stem>.depth.mp4`` (``--stereo``: the side-by-side
+``<stem>.stereo.mp4`` plus ``<stem>.stereo.png``, :mod:`sharp_rt.render.stereo`), named
+by predict's rule (:mod:`sharp_rt.core.naming`: scenes sharing a stem get distinct names,
+never an input's) and recorded in ``<first video>.source.json`` (the scene's name and
+SHA-256).  As ``predict`` does, a rerun skips inputs whose videos exist and record the
+same scene (videos are written atomically, so an existing one is complete;
+``--overwrite`` redoes them; another scene's videos are never replaced); a file that
+cannot be read or written is reported and skipped, and the command then exits with
+code 1.  A ``.splat`` file stores
 no camera: it is rendered from ml-sharp's default camera (640x480, focal length 512 px).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from enum import Enum
@@ -42,32 +48,79 @@ class TrajectoryChoice(str, Enum):
 
 
 def collect_plys(inputs: list[str]) -> list[Path]:
-    """Expand ``.ply`` / ``.splat`` files, folders (recursively) and glob patterns, in order, once each."""
+    """Expand scene files (.ply, .splat, .sog, .spz), folders (recursively) and glob patterns, once each."""
     from sharp_rt.predict.inputs import expand_inputs
+    from sharp_rt.runtime.scene import SCENE_KINDS, SCENE_SUFFIXES
 
-    return expand_inputs(inputs, [".ply", ".splat"], ".ply or .splat files")
+    return expand_inputs(inputs, list(SCENE_SUFFIXES), f"{SCENE_KINDS} files")
 
 
 def read_scene(path: Path, log) -> Gaussians:
-    """Read a ``.ply`` (any layout) or ``.splat`` file; ``log`` names the camera a ``.splat`` gets."""
-    if path.suffix.lower() == ".splat":
-        from sharp_rt.runtime.splat import DEFAULT_F_PX, DEFAULT_IMAGE_SIZE, read_splat
+    """Read a scene file (.ply any layout, .splat, .sog, .spz); ``log`` names the camera .splat / .spz get."""
+    from sharp_rt.runtime.scene import read_scene as read_any
+    from sharp_rt.runtime.scene import stores_camera
+
+    if not stores_camera(path):
+        from sharp_rt.runtime.splat import DEFAULT_F_PX, DEFAULT_IMAGE_SIZE
 
         width, height = DEFAULT_IMAGE_SIZE
         log(
-            f"{path.name}: .splat files store no camera; using ml-sharp's default "
+            f"{path.name}: {path.suffix} files store no camera; using ml-sharp's default "
             f"({width}x{height}, focal length {DEFAULT_F_PX:g} px)"
         )
-        return read_splat(path)
-    from sharp_rt.runtime.ply import read_ply
+    return read_any(path)
 
-    return read_ply(path)
+
+def plan_videos(plys: list[Path], out_dir: Path, options):
+    """One :class:`~sharp_rt.core.naming.Planned` per scene: predict's naming and identity rules.
+
+    ``OUT_DIR/<stem>.mp4`` (and the other files of ``video_paths``), ``<name>.mp4`` or
+    ``<name>.<path hash>.mp4`` when scenes share a stem; a scene whose names hold another
+    scene's videos (recorded in ``<video>.source.json``) gets ``<name>.<content hash>.mp4``.
+    """
+    from sharp_rt.core.naming import plan_with_sidecars
+    from sharp_rt.render.video import video_paths
+
+    def files_of(target: Path) -> list[Path]:
+        return video_paths(target, options)
+
+    return plan_with_sidecars(plys, out_dir, ".mp4", files_of, options.overwrite)
+
+
+def record_video_source(scene: Path, first: Path) -> None:
+    """Record which scene file a target's videos came from: ``<first video>.source.json``."""
+    from sharp_rt.core.atomic import write_atomic
+    from sharp_rt.core.naming import SourceRecord, sidecar_path, sidecar_text
+
+    text = sidecar_text(first, SourceRecord.of(scene))
+    write_atomic(sidecar_path(first), text.encode("utf-8"), overwrite=True)
+
+
+def report_video_plan(plans, out_dir: Path, show) -> None:
+    """Say how many scenes are skipped as done and which got other names than ``<stem>.mp4``."""
+    done = [plan for plan in plans if plan.action == "done"]
+    if done:
+        show(
+            "{} of {} inputs already have their videos in {}/: skipped (--overwrite redoes them)",
+            len(done),
+            len(plans),
+            out_dir,
+        )
+    renamed = [plan for plan in plans if plan.action != "blocked" and plan.target.stem != plan.source.stem]
+    if renamed:
+        show(
+            "{} inputs share their video name with another input, or their names hold another scene's "
+            "videos: e.g. {} -> {} (README: Output names)",
+            len(renamed),
+            renamed[0].source,
+            renamed[0].target.name,
+        )
 
 
 def render_command(
     inputs: Annotated[
         list[str],
-        typer.Argument(help="3DGS .ply or .splat files, folders (recursive) or glob patterns."),
+        typer.Argument(help="3DGS .ply, .splat, .sog or .spz files, folders (recursive) or glob patterns."),
     ],
     out_dir: Annotated[
         Path, typer.Option("-o", "--out-dir", help="Where to write <stem>.mp4 and <stem>.depth.mp4.")
@@ -93,12 +146,31 @@ def render_command(
     threads: Annotated[
         int | None, typer.Option(min=1, help="CPU threads for torch (default: all cores).")
     ] = None,
+    stereo: Annotated[
+        bool,
+        typer.Option(
+            "--stereo",
+            help="Side-by-side stereo (left eye left) instead: <stem>.stereo.mp4 along the trajectory and "
+            "<stem>.stereo.png at the photo's view, converging on the scene's focus depth.",
+        ),
+    ] = False,
+    baseline_mm: Annotated[
+        float | None,
+        typer.Option(
+            "--baseline-mm",
+            metavar="MM",
+            help="--stereo: distance between the eyes, in mm of the scene's metric units (default 64).",
+        ),
+    ] = None,
 ) -> None:
     """Render camera-trajectory videos (colour and depth) of 3D Gaussian splats."""
     from sharp_rt.cli.console import progress_bar, show, user_errors
-    from sharp_rt.core.atomic import check_writable
+    from sharp_rt.cli.predict import stereo_baseline
+    from sharp_rt.core.atomic import check_writable, is_no_space
     from sharp_rt.render.video import RenderOptions, check_render_options, render_video, video_paths
 
+    with user_errors():
+        baseline = stereo_baseline(stereo, baseline_mm)  # before any file is read
     options = RenderOptions(
         renderer=renderer.value,
         trajectory=trajectory.value,
@@ -107,10 +179,9 @@ def render_command(
         fps=fps,
         device=None if device == "auto" else device,
         overwrite=overwrite,
+        stereo=stereo,
+        baseline=baseline,
     )
-
-    def target_of(scene: Path) -> Path:
-        return out_dir / f"{scene.stem}.mp4"
 
     with user_errors():
         check_render_options(options)  # a bad --resolution fails once, before any file
@@ -126,40 +197,37 @@ def render_command(
         if threads:
             torch.set_num_threads(threads)
         check_writable(out_dir)
+        from sharp_rt.cli.predict import remove_leftovers
 
-    failures: list[tuple[Path, str]] = []
-    done = [
-        ply for ply in plys if not overwrite and all(p.exists() for p in video_paths(target_of(ply), options))
-    ]
-    if done:
-        show(
-            "{} of {} inputs already have their videos in {}/: skipped (--overwrite redoes them)",
-            len(done),
-            len(plys),
-            out_dir,
-        )
+        remove_leftovers({out_dir})  # temporary videos of killed runs (never a live process's); SIGTERM
+
+    with user_errors():  # names and identity: predict's rules (sharp_rt.core.naming)
+        plans = plan_videos(plys, out_dir, options)
+    failures: list[tuple[Path, str]] = [(plan.source, plan.why) for plan in plans if plan.action == "blocked"]
+    report_video_plan(plans, out_dir, show)
     with progress_bar() as progress:
-        for ply in plys:
-            if ply in done:
+        for plan in plans:
+            if plan.action != "todo":
                 continue
-            target = target_of(ply)
+            ply, target = plan.source, plan.target
             task = progress.add_task(ply.name, total=frames)
             try:
-                for path in video_paths(target, options):
-                    if path.exists() and not overwrite:
-                        raise SharpError(
-                            f"{path} exists, but not all videos of {ply.name} do",
-                            hint="pass --overwrite to redo them",
-                        )
                 gaussians = read_scene(ply, lambda message: show("  {}", message))
                 started = time.perf_counter()
+                replace = dataclasses.replace(options, overwrite=True) if plan.why == "replace" else options
                 written = render_video(
                     gaussians,
                     target,
-                    options,
+                    replace,
                     progress=lambda done, _total, task=task: progress.update(task, completed=done),
                     log=lambda message: show("  {}", message),
                 )
+                try:
+                    record_video_source(ply, video_paths(target, options)[0])
+                except BaseException:  # videos without their record would read as another scene's
+                    for path in written:
+                        path.unlink(missing_ok=True)
+                    raise
             except Exception as error:  # one file must not stop the others
                 unexpected = f"{type(error).__name__}: {error}"
                 message = error.message if isinstance(error, SharpError) else unexpected
@@ -167,6 +235,13 @@ def render_command(
                 show("[yellow]skipped[/] {}: {}", ply, message)
                 if isinstance(error, SharpError) and error.hint:
                     show("  [dim]hint:[/] {}", error.hint)
+                if is_no_space(error):  # every later video would fail the same way: stop
+                    rest = plans[plans.index(plan) + 1 :]
+                    left = [later.source for later in rest if later.action == "todo"]
+                    if left:
+                        show("[bold red]stopped:[/] disk full; {} more input(s) not rendered", len(left))
+                        failures += [(scene, "not rendered: the disk is full") for scene in left]
+                    break
             else:
                 seconds = time.perf_counter() - started
                 names = " + ".join(str(path) for path in written)

@@ -6,6 +6,7 @@ Registered in ``sharp_rt.cli.app``; ``predict --view`` serves its first result t
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from pathlib import Path
@@ -13,17 +14,27 @@ from typing import Annotated
 
 import typer
 
-from sharp_rt.cli.predict import Backend
+from sharp_rt.cli.predict import focal_override
+from sharp_rt.core.contract import BackendRequest, PrecisionRequest
 from sharp_rt.core.errors import SharpError
 
 
 def view_command(
     path: Annotated[
-        Path, typer.Argument(help="A .ply, .compressed.ply or .splat file, or a photo (predicted first).")
+        Path,
+        typer.Argument(
+            help="A .ply, .compressed.ply, .splat, .sog or .spz file, or a photo (predicted first)."
+        ),
     ],
     port: Annotated[
-        int, typer.Option(min=0, max=65535, help="Port to serve on (busy: the next free one).")
-    ] = 8080,
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            show_default="8080, or the next free one",
+            help="Port to serve on (a busy port given here is an error; 0: any free port).",
+        ),
+    ] = None,
     host: Annotated[
         str, typer.Option(help="Address to listen on; 0.0.0.0 shares the viewer with the network.")
     ] = "127.0.0.1",
@@ -32,13 +43,29 @@ def view_command(
         Path | None, typer.Option("--engine", help="Photo: export directory (from `sharp-rt export`).")
     ] = None,
     backend: Annotated[
-        Backend, typer.Option(help="Photo: inference backend, as for `predict`.")
-    ] = Backend.auto,
+        BackendRequest, typer.Option(help="Photo: inference backend, as for `predict`.")
+    ] = "auto",
     checkpoint: Annotated[
         Path | None, typer.Option("-c", "--checkpoint", help="Photo: checkpoint for the torch backend.")
     ] = None,
     device: Annotated[str, typer.Option(help="Photo, torch backend: auto, cpu, cuda[:N] or mps.")] = "auto",
-    precision: Annotated[str, typer.Option(help="Photo: compute precision, as for `predict`.")] = "auto",
+    precision: Annotated[
+        PrecisionRequest, typer.Option(help="Photo: compute precision, as for `predict`.")
+    ] = "auto",
+    focal_mm: Annotated[
+        float | None,
+        typer.Option(
+            "--focal-mm", metavar="MM", help="Photo: 35 mm-equivalent focal length, replacing EXIF."
+        ),
+    ] = None,
+    fov_deg: Annotated[
+        float | None,
+        typer.Option(
+            "--fov-deg",
+            metavar="DEGREES",
+            help="Photo: horizontal field of view (below 175), replacing EXIF like --focal-mm.",
+        ),
+    ] = None,
 ) -> None:
     """Show 3D Gaussians in the browser, starting at the photo's camera (needs the extra "view")."""
     from sharp_rt.cli.console import show, user_errors
@@ -49,6 +76,18 @@ def view_command(
         require_viser()
         if not path.exists():
             raise SharpError(f"{path} does not exist", hint="check the path")
+        from sharp_rt.view.listen import listen_port
+        from sharp_rt.view.server import DEFAULT_PORT
+
+        # The address is checked first: one that cannot be served fails in seconds, before any work.
+        next_free = port is None  # the default port moves on when busy; a chosen one does not
+        port = listen_port(host, DEFAULT_PORT if port is None else port, next_free=next_free)
+        focal = focal_override(focal_mm, fov_deg)  # bad values fail here, before any engine loads
+        if focal is not None and not is_image_path(path):
+            raise SharpError(
+                "--focal-mm / --fov-deg apply to photos: a scene file keeps the camera it was predicted with",
+                hint="predict the photo again with the focal length (`sharp-rt view PHOTO --focal-mm ...`)",
+            )
         started = time.perf_counter()
         if is_image_path(path):
             from sharp_rt.cli.predict import engine_spec
@@ -59,9 +98,10 @@ def view_command(
                 info = predictor.engine.info
                 engine_name = f"{info.backend} ({info.precision}, {info.device})"
                 show("Predicting {} with {}...", path.name, engine_name)
-                gaussians = predictor.predict(path)
+                gaussians = predictor.predict(path, **(dataclasses.asdict(focal) if focal else {}))
         else:
             gaussians = load_scene(path)
         show("{}: {:,} Gaussians in {:.1f} s", path.name, len(gaussians), time.perf_counter() - started)
         say = functools.partial(show, "{}")
-        serve(gaussians, path.name, host=host, port=port, browser=not no_browser, say=say)
+        browser = not no_browser
+        serve(gaussians, path.name, host=host, port=port, browser=browser, say=say, next_free=next_free)

@@ -19,7 +19,7 @@ request) and raises :class:`~sharp_rt.core.errors.EngineError` with a hint that
 says how to repair the directory.  The contract is documented in
 ``docs/engine-contract.md``.
 
-Importing this module is light (standard library only).
+Importing this module is light (standard library and :mod:`sharp_rt.core` only).
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
+from sharp_rt.core.atomic import write_atomic
 from sharp_rt.core.errors import EngineError
 
 MANIFEST_NAME = "manifest.json"
@@ -56,8 +57,27 @@ PRECISIONS = ("fp32", "fp16", "bf16")  # of any artifact; bf16 only in AOTInduct
 ONNX_PRECISIONS = ("fp32", "fp16")  # ONNX graphs and TensorRT plans
 BATCH_DIM = "batch"  # name of the symbolic batch dimension of --dynamic-batch exports
 
-Precision = Literal["fp32", "fp16", "bf16"]
 VerifyMode = Literal["none", "size", "sha256"]
+
+# The names every layer uses for engines and precisions, defined here once (gsplat-style ``Literal``
+# types: plain strings in signatures, manifests, CLI options and Ray messages, checked by type checkers;
+# the tuples are the runtime check).  "auto" is never a backend or a precision: it is a request,
+# resolved once by :func:`sharp_rt.engines.choose_artifact_engine` / ``choose_engine`` into a
+# concrete backend and precision (see :data:`AUTO`).
+Backend = Literal["tensorrt", "openvino", "onnxruntime", "aoti", "torch"]
+BACKENDS: tuple[Backend, ...] = get_args(Backend)  # the five local engines (the Triton client is remote)
+ARTIFACT_BACKENDS: tuple[Backend, ...] = ("tensorrt", "openvino", "onnxruntime", "aoti")  # open an export
+Precision = Literal["fp32", "fp16", "bf16", "int8"]  # compute precision of an engine
+COMPUTE_PRECISIONS: tuple[Precision, ...] = get_args(Precision)
+ArtifactPrecision = Literal["fp32", "fp16", "bf16"]  # what an export stores (int8 is derived, not exported)
+AUTO = "auto"
+# AUTO, documented once: backend "auto" is the fastest engine measured for this machine among those
+# installed (sharp_rt.engines.choice, its ranking table); precision "auto" is the fastest precision that
+# keeps its bound (docs/engine-contract.md) on that engine: bf16 on a CPU with AMX-BF16 / AVX512-BF16
+# for OpenVINO and torch, otherwise fp32 there, and the export's own precision (fp32 or fp16) for
+# ONNX Runtime, TensorRT and AOTInductor.  int8 is never chosen by auto.
+BackendRequest = Literal["auto", "tensorrt", "openvino", "onnxruntime", "aoti", "torch"]
+PrecisionRequest = Literal["auto", "fp32", "fp16", "bf16", "int8"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +140,7 @@ class Manifest:
     config: str
     internal_resolution: int
     num_gaussians: int
-    precision: Precision
+    precision: ArtifactPrecision
     opset: int | None  # None for an AOTInductor package
     dynamic_batch: bool
     inputs: tuple[TensorSpec, ...]
@@ -167,8 +187,6 @@ class Manifest:
 
 def write_manifest(directory: Path, data: Mapping[str, Any]) -> Path:
     """Write ``manifest.json`` atomically (temporary file, fsync, rename: ``runtime.atomic``)."""
-    from sharp_rt.core.atomic import write_atomic
-
     text = json.dumps(data, indent=2) + "\n"
     return write_atomic(Path(directory) / MANIFEST_NAME, text.encode("utf-8"), overwrite=True)
 
@@ -280,7 +298,7 @@ def verify_files(manifest: Manifest, verify: VerifyMode = "size") -> None:
 def read_manifest(
     directory: str | Path,
     *,
-    precision: str | None = None,
+    precision: ArtifactPrecision | None = None,
     verify: VerifyMode = "size",
     allow_failed_validation: bool = False,
 ) -> Manifest:
@@ -318,6 +336,21 @@ def read_manifest(
     if not isinstance(data, dict):
         raise EngineError(f"{path} is corrupt (not a JSON object)", hint=_reexport_hint(directory))
     manifest = parse_manifest(data, directory)
+    check_manifest(manifest, precision=precision, allow_failed_validation=allow_failed_validation)
+    verify_files(manifest, verify)
+    return manifest
+
+
+def check_manifest(
+    manifest: Manifest, *, precision: ArtifactPrecision | None = None, allow_failed_validation: bool = False
+) -> Manifest:
+    """The checks :func:`read_manifest` makes on a manifest already read (no file is read again).
+
+    precision: if given, the manifest's precision must equal it.
+    allow_failed_validation: accept artifacts whose export-time validation failed.
+    Returns ``manifest``; raises :class:`EngineError` with a hint otherwise.
+    """
+    directory = manifest.directory
     if precision is not None and manifest.precision != precision:
         raise EngineError(
             f"{directory} holds a {manifest.precision} engine, but {precision} was requested",
@@ -330,5 +363,14 @@ def read_manifest(
             f"{directory} failed validation against the reference at export time ({failures})",
             hint="re-export (check the checkpoint and the sharp-rt version), or inspect its manifest.json",
         )
-    verify_files(manifest, verify)
     return manifest
+
+
+def open_manifest(source: str | Path | Manifest, *, precision: str | None = None) -> Manifest:
+    """An engine's manifest: ``source`` already read (checked again, files not re-read) or a directory.
+
+    Engines take either, so a run that read the manifest to choose its engine does not read it again.
+    """
+    if isinstance(source, Manifest):
+        return check_manifest(source, precision=precision)
+    return read_manifest(source, precision=precision)

@@ -43,3 +43,11 @@ class RenderError(SharpError):
 
 class NonFiniteError(SharpError):
     """Gaussians (an engine's outputs, or a file's) hold NaN or infinite values."""
+
+
+class ArgumentError(SharpError, ValueError):
+    """A Python API call got a bad value (e.g. ``f_px=0``); also a ``ValueError``, raised before any work."""
+
+
+class ArgumentTypeError(SharpError, TypeError):
+    """A Python API call got the wrong kind of argument (one path for an iterable); also a ``TypeError``."""

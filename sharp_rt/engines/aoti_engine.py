@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from sharp_rt.core.contract import Manifest, Precision, open_manifest
 from sharp_rt.core.errors import EngineError
 from sharp_rt.engines.base import OUTPUT_NAMES, Engine, EngineInfo, artifact_info
 
@@ -99,10 +100,8 @@ def check_package_environment(recorded: Mapping[str, Any], package: str | Path =
 class AotiEngine(Engine):
     """A loaded AOTInductor package: batch 1 per call (larger batches run image by image)."""
 
-    def __init__(self, directory: str | Path, *, precision: str | None = None) -> None:
-        from sharp_rt.core.contract import read_manifest
-
-        manifest = read_manifest(directory, precision=precision)
+    def __init__(self, directory: str | Path | Manifest, *, precision: Precision | None = None) -> None:
+        manifest = open_manifest(directory, precision=precision)
         if manifest.aoti_path is None or manifest.aoti is None:
             raise EngineError(
                 f"{manifest.directory} has no AOTInductor package", hint="export with --target aoti"
@@ -115,7 +114,7 @@ class AotiEngine(Engine):
 
     @classmethod
     def from_package(
-        cls, package: str | Path, *, device: str, resolution: int, num_gaussians: int, precision: str
+        cls, package: str | Path, *, device: str, resolution: int, num_gaussians: int, precision: Precision
     ) -> AotiEngine:
         """Open a package file without a manifest (export-time validation of a fresh package)."""
         self = cls.__new__(cls)
@@ -138,12 +137,11 @@ class AotiEngine(Engine):
         info.details["startup_seconds"] = round(time.perf_counter() - started, 3)
         self.info = dataclasses.replace(info, max_batch=None)  # run() loops over the batch
 
-    def run(self, image: np.ndarray, disparity_factor: np.ndarray) -> dict[str, np.ndarray]:
+    def _run(self, image: np.ndarray, disparity_factor: np.ndarray) -> dict[str, np.ndarray]:
         """image: float32 [B, 3, S, S]; disparity_factor: float32 [B] -> NDC outputs (numpy float32)."""
         if self.model is None:
             raise EngineError("This AOTInductor engine was closed")
         torch = self._torch
-        image, disparity_factor = self.check_inputs(image, disparity_factor)
         device = self.info.device
         results: list[dict[str, np.ndarray]] = []
         with torch.inference_mode():

@@ -1,9 +1,9 @@
 """The one small interface every backend implements.
 
 ```
-engine = load_engine(...)          # TensorRT / ONNX Runtime / PyTorch, see sharp_rt.engines
+engine = load_artifact(directory)  # sharp_rt.engines; TorchEngine.from_checkpoint(...) for PyTorch
 engine.info                        # backend, device, precision, resolution S, I/O specs
-outputs = engine.run(image, disparity_factor)
+outputs = engine.run(image, disparity_factor)   # checks the inputs (check_inputs), then _run
     image:            float32 [B, 3, S, S] in [0, 1]
     disparity_factor: float32 [B]  (= f_px / image width)
     outputs:          NDC Gaussians, float32, names of the engine contract:
@@ -11,6 +11,10 @@ outputs = engine.run(image, disparity_factor)
                       quaternions [B, N, 4], colors [B, N, 3], opacities [B, N]
 engine.close()                     # or use it as a context manager
 ```
+
+``run`` is a template method (as Polygraphy's ``BaseRunner.infer`` -> ``infer_impl``): the base
+class checks and converts the inputs once, then calls the backend's ``_run``; a backend never
+checks inputs by hand.
 
 Engines are not thread-safe: use one engine per thread (or serialize calls).
 """
@@ -24,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from sharp_rt.core.contract import INPUT_NAMES, OUTPUT_NAMES
+from sharp_rt.core.contract import INPUT_NAMES, OUTPUT_NAMES, Backend, Manifest, Precision
 
 __all__ = ["INPUT_NAMES", "OUTPUT_NAMES", "Engine", "EngineInfo", "report_fallback"]
 
@@ -35,9 +39,9 @@ logger = logging.getLogger("sharp_rt.engines")
 class EngineInfo:
     """What an engine is and runs on."""
 
-    backend: str  # "tensorrt", "onnxruntime" or "torch"
+    backend: Backend | str  # one of core.contract.BACKENDS, or "triton" (the Triton client)
     device: str  # e.g. "cpu", "cuda:0", or the ONNX Runtime provider list
-    precision: str  # "fp32", "fp16" or "bf16"
+    precision: Precision  # "fp32", "fp16", "bf16" or "int8" (OpenVINO)
     resolution: int  # S, side of the square input image
     num_gaussians: int  # N per image
     max_batch: int | None  # largest batch (None: unbounded)
@@ -56,7 +60,7 @@ def report_fallback(info: EngineInfo, note: str) -> None:
     logger.warning(note)
 
 
-def artifact_info(manifest, backend: str, device: str, **details: Any) -> EngineInfo:
+def artifact_info(manifest: Manifest, backend: Backend, device: str, **details: Any) -> EngineInfo:
     """EngineInfo of an engine loaded from an export directory's manifest (``sharp_rt.core.contract``)."""
     return EngineInfo(
         backend=backend,
@@ -74,9 +78,18 @@ class Engine(abc.ABC):
 
     info: EngineInfo
 
-    @abc.abstractmethod
     def run(self, image: np.ndarray, disparity_factor: np.ndarray) -> dict[str, np.ndarray]:
-        """image: float32 [B, 3, S, S]; disparity_factor: float32 [B] -> the five NDC outputs."""
+        """image: float32 [B, 3, S, S]; disparity_factor: float32 [B] -> the five NDC outputs.
+
+        Checks and converts the inputs (:meth:`check_inputs`: ValueError naming the wrong
+        shape), then runs the backend's :meth:`_run` on contiguous float32 arrays.
+        """
+        image, disparity_factor = self.check_inputs(image, disparity_factor)
+        return self._run(image, disparity_factor)
+
+    @abc.abstractmethod
+    def _run(self, image: np.ndarray, disparity_factor: np.ndarray) -> dict[str, np.ndarray]:
+        """The backend's forward on checked inputs: C-contiguous writable float32 [B, 3, S, S] and [B]."""
 
     def close(self) -> None:
         """Release the backend's resources (memory, sessions, CUDA context)."""

@@ -21,6 +21,9 @@ measured on CPUs of this project's class (full model, 2 threads, docs/benchmarks
 
 ``precision="auto"`` allows bf16 (the bf16 bound of docs/engine-contract.md) only where
 the CPU has native bf16 units; ``"fp32"`` keeps to fp32 engines (the fp32 bound).
+``"int8"`` (OpenVINO, opt-in) is never chosen by ``auto``: its speed and fidelity on the
+full model are not measured yet (docs/benchmarks.md, "int8"); on a CPU with AMX-INT8 the
+choice is the same as anywhere (no AMX measurement either).
 Torch runs only from a checkpoint the user named (no surprise 2.8 GB download).
 """
 
@@ -28,20 +31,33 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from sharp_rt.core.contract import (
+    BACKENDS,
+    COMPUTE_PRECISIONS,
+    ArtifactPrecision,
+    Backend,
+    BackendRequest,
+    Manifest,
+    Precision,
+    PrecisionRequest,
+    read_manifest,
+)
 from sharp_rt.core.errors import EngineError, SharpError
+from sharp_rt.runtime.cpu import read_cpu_info
 
-ARTIFACT_BACKENDS = ("tensorrt", "openvino", "onnxruntime")
-ALL_BACKENDS = (*ARTIFACT_BACKENDS, "torch")
+logger = logging.getLogger("sharp_rt.engines")
+_MODULE = {backend: "torch" if backend == "aoti" else backend for backend in BACKENDS}  # what each needs
 
 
 @dataclasses.dataclass(frozen=True)
 class Machine:
     """What the engine choice depends on."""
 
-    backends: frozenset[str]  # installed backends among tensorrt, openvino, onnxruntime, torch
+    backends: frozenset[str]  # installed backends (core.contract.BACKENDS; aoti when torch is)
     nvidia_gpu: bool  # an NVIDIA GPU is visible to the driver
     bf16_unit: str | None  # "AMX-BF16", "AVX512-BF16" or None (sharp_rt.runtime.cpu.CpuInfo.bf16_unit)
     cpu: str = ""  # CPU model name, for messages
@@ -49,10 +65,8 @@ class Machine:
     @classmethod
     def detect(cls) -> Machine:
         """Detect the backends by import spec (nothing is imported), GPU from the driver, CPU flags."""
-        from sharp_rt.runtime.cpu import read_cpu_info
-
         cpu = read_cpu_info()
-        installed = frozenset(b for b in ALL_BACKENDS if importlib.util.find_spec(b) is not None)
+        installed = frozenset(b for b in BACKENDS if importlib.util.find_spec(_MODULE[b]) is not None)
         gpu_dir = Path("/proc/driver/nvidia/gpus")
         nvidia = gpu_dir.is_dir() and any(gpu_dir.iterdir())
         return cls(installed, nvidia, cpu.bf16_unit, cpu.model_name)
@@ -63,33 +77,42 @@ class ArtifactOption:
     """An export directory the choice may use."""
 
     directory: Path  # holds manifest.json
-    precision: str  # what the ONNX stores: fp32 or fp16
+    precision: ArtifactPrecision  # what the export stores: fp32 or fp16 (bf16: AOTInductor packages)
     has_plan: bool  # a TensorRT plan is present
+    # the manifest as read, so the engine the choice opens does not read it again
+    manifest: Manifest | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @classmethod
     def read(cls, directory: str | Path) -> ArtifactOption:
         """Summarize an artifact directory from its manifest (sizes not verified: cheap)."""
-        from sharp_rt.core.contract import read_manifest
+        return cls.of(read_manifest(directory, verify="none", allow_failed_validation=True))
 
-        manifest = read_manifest(directory, verify="none", allow_failed_validation=True)
-        return cls(manifest.directory, manifest.precision, manifest.plan_path is not None)
+    @classmethod
+    def of(cls, manifest: Manifest) -> ArtifactOption:
+        """The option a manifest already read describes (it is kept for opening the engine)."""
+        return cls(manifest.directory, manifest.precision, manifest.plan_path is not None, manifest)
 
 
 @dataclasses.dataclass(frozen=True)
 class Choice:
     """The engine to open and why."""
 
-    backend: str  # tensorrt, openvino, onnxruntime or torch
-    precision: str  # compute precision: fp32, fp16 or bf16
+    backend: Backend  # never "auto": the request resolved
+    precision: Precision  # compute precision, resolved: fp32, fp16, bf16 or int8
     artifact: Path | None  # None: torch from a checkpoint
     reason: str  # one sentence for `sharp-rt info` and predict's first line
+    # the engine to open instead when this one does not run here (auto chose a TensorRT plan: ONNX Runtime);
+    # not compared: two choices are equal when they open the same engine for the same reason
+    fallback: Backend | None = dataclasses.field(default=None, compare=False)
+    # the artifact's manifest as read while choosing (opening reuses it; None: read it when opening)
+    manifest: Manifest | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 def _check_request(backend: str, precision: str) -> None:
-    if backend not in ("auto", *ALL_BACKENDS):
-        raise SharpError(f"Unknown backend {backend!r}", hint=f"use auto, {', '.join(ALL_BACKENDS)}")
-    if precision not in ("auto", "fp32", "fp16", "bf16"):
-        raise SharpError(f"Unknown precision {precision!r}", hint="use auto, fp32, bf16 or fp16")
+    if backend not in ("auto", *BACKENDS):
+        raise SharpError(f"Unknown backend {backend!r}", hint=f"use auto, {', '.join(BACKENDS)}")
+    if precision not in ("auto", *COMPUTE_PRECISIONS):
+        raise SharpError(f"Unknown precision {precision!r}", hint="use auto, fp32, bf16, fp16 or int8")
 
 
 def _pick(artifacts: Sequence[ArtifactOption], precision: str) -> ArtifactOption | None:
@@ -100,8 +123,8 @@ def choose_engine(
     machine: Machine,
     artifacts: Iterable[ArtifactOption],
     *,
-    backend: str = "auto",
-    precision: str = "auto",
+    backend: BackendRequest = "auto",
+    precision: PrecisionRequest = "auto",
     checkpoint: bool = False,
 ) -> Choice:
     """The engine to run: the user's ``backend`` / ``precision`` where given, else the fastest that fits.
@@ -109,15 +132,84 @@ def choose_engine(
     machine: what is installed and what the hardware offers.
     artifacts: export directories to choose among, in the user's order.
     checkpoint: the user named a checkpoint (so torch can run without an export).
+    The choice keeps the chosen artifact's manifest where the option carries it (opening reads
+    nothing again); ``auto`` choosing a TensorRT plan names ONNX Runtime as its ``fallback``;
+    ``auto`` choosing an artifact that holds an AOTInductor package opens it with ``aoti``.
     Raises SharpError when nothing installed can run what is available.
     """
-    _check_request(backend, precision)
     artifacts = list(artifacts)
+    choice = _choose(machine, artifacts, backend, precision, checkpoint)
+    option = next((a for a in artifacts if a.directory == choice.artifact), None)
+    manifest = option.manifest if option is not None else None
+    if backend == "auto" and manifest is not None and manifest.aoti_path is not None:
+        why = "an AOTInductor package"
+        return Choice("aoti", manifest.precision, manifest.directory, why, manifest=manifest)
+    fallback = "onnxruntime" if backend == "auto" and choice.backend == "tensorrt" else None
+    return dataclasses.replace(choice, fallback=fallback, manifest=manifest)
+
+
+def choose_artifact_engine(
+    source: str | Path | Manifest,
+    *,
+    backend: BackendRequest = "auto",
+    precision: PrecisionRequest = "auto",
+    machine: Machine | None = None,
+    providers: bool = False,
+) -> Choice:
+    """The engine to open one export with, decided once: backend, precision, reason and the manifest.
+
+    source: the export directory, or its manifest already read (then nothing is read again).
+    backend / precision: the user's request (``auto``: see :data:`sharp_rt.core.contract.AUTO`).
+    machine: default :meth:`Machine.detect` (consulted only by ``backend="auto"`` and by
+    openvino's auto precision).  providers: the caller passes ONNX Runtime providers (auto means
+    ONNX Runtime).  An AOTInductor package opens with ``aoti``.  Raises EngineError for a
+    precision the backend cannot compute from this export (:func:`check_precision`), SharpError
+    for an unknown name.
+    """
+    _check_request(backend, precision)
+    if backend == "torch":
+        raise EngineError(
+            "The torch backend runs a checkpoint, not an export",
+            hint="open the export with auto, tensorrt, openvino, onnxruntime or aoti; "
+            "or use TorchEngine.from_checkpoint",
+        )
+    manifest = (
+        source
+        if isinstance(source, Manifest)
+        else read_manifest(source, verify="size", allow_failed_validation=True)
+    )
+    option = ArtifactOption.of(manifest)
+    check_precision(manifest.directory, manifest.precision, backend, precision)
+    if backend == "aoti" or (backend == "auto" and manifest.aoti_path is not None):
+        check_precision(manifest.directory, manifest.precision, "aoti", precision)
+        why = "aoti requested" if backend == "aoti" else "an AOTInductor package"
+        return Choice("aoti", manifest.precision, manifest.directory, why, manifest=manifest)
+    if backend == "auto" and providers:
+        check_precision(manifest.directory, manifest.precision, "onnxruntime", precision)
+        reason = "ONNX Runtime providers given"
+        return Choice("onnxruntime", manifest.precision, manifest.directory, reason, manifest=manifest)
+    if backend == "auto" or (backend == "openvino" and precision == "auto"):
+        machine = machine or Machine.detect()
+    else:  # an explicit backend and precision need nothing from the machine
+        machine = Machine(frozenset(BACKENDS), False, None)
+    return choose_engine(machine, [option], backend=backend, precision=precision)
+
+
+def _choose(
+    machine: Machine,
+    artifacts: list[ArtifactOption],
+    backend: BackendRequest,
+    precision: PrecisionRequest,
+    checkpoint: bool,
+) -> Choice:
+    _check_request(backend, precision)
     bf16_ok = precision in ("auto", "bf16") and machine.bf16_unit is not None
     if backend == "torch" or (backend == "auto" and not artifacts and checkpoint):
         return _torch_choice(machine, precision, explicit=backend == "torch")
     if backend != "auto":
         return _explicit_artifact_choice(machine, artifacts, backend, precision)
+    if precision == "int8" and artifacts:
+        return _int8_choice(machine, artifacts)
     if not artifacts:
         raise SharpError(
             "No exported engine and no checkpoint to run",
@@ -143,7 +235,11 @@ def choose_engine(
 
 
 def _cpu_choice(
-    machine: Machine, artifacts: list[ArtifactOption], precision: str, bf16_ok: bool, checkpoint: bool
+    machine: Machine,
+    artifacts: list[ArtifactOption],
+    precision: PrecisionRequest,
+    bf16_ok: bool,
+    checkpoint: bool,
 ) -> Choice:
     """The fastest CPU engine by the measured ranking of the module docstring."""
     fp32_artifact = _pick(artifacts, "fp32")
@@ -199,7 +295,24 @@ def _cpu_choice(
     )
 
 
-def _torch_choice(machine: Machine, precision: str, explicit: bool) -> Choice:
+def _int8_choice(machine: Machine, artifacts: list[ArtifactOption]) -> Choice:
+    """``--precision int8``: OpenVINO's int8 matrix products, quantized from an fp32 export (opt-in)."""
+    fp32_artifact = _pick(artifacts, "fp32")
+    if "openvino" not in machine.backends or fp32_artifact is None:
+        raise SharpError(
+            "int8 runs on OpenVINO, quantized from an fp32 export",
+            hint="pip install 'sharp-rt[openvino,int8]' and export with `sharp-rt export --precision fp32`",
+        )
+    return Choice(
+        "openvino",
+        "int8",
+        fp32_artifact.directory,
+        "int8 requested: OpenVINO int8 matrix products (opt-in; auto never picks it before it is measured "
+        "faster and within its bound on the full model)",
+    )
+
+
+def _torch_choice(machine: Machine, precision: PrecisionRequest, explicit: bool) -> Choice:
     if "torch" not in machine.backends:
         raise SharpError("The torch backend needs PyTorch", hint="pip install 'sharp-rt[torch]'")
     asked = "torch requested" if explicit else "a checkpoint and no export"
@@ -211,7 +324,7 @@ def _torch_choice(machine: Machine, precision: str, explicit: bool) -> Choice:
 
 
 def _explicit_artifact_choice(
-    machine: Machine, artifacts: list[ArtifactOption], backend: str, precision: str
+    machine: Machine, artifacts: list[ArtifactOption], backend: Backend, precision: PrecisionRequest
 ) -> Choice:
     if not artifacts:
         raise SharpError(f"The {backend} backend needs an exported engine", hint="pass --engine DIR")
@@ -223,13 +336,21 @@ def _explicit_artifact_choice(
         artifact = _pick(artifacts, "fp32") or artifacts[0]
         resolved = precision if precision != "auto" else ("bf16" if machine.bf16_unit else "fp32")
         return Choice("openvino", resolved, artifact.directory, f"openvino requested, {resolved}")
-    if precision == "bf16":
+    if precision in ("bf16", "int8"):
         raise SharpError(
-            f"{backend} runs the export's own precision (fp32 or fp16), not bf16",
+            f"{backend} runs the export's own precision (fp32 or fp16), not {precision}",
             hint="use --backend openvino for bf16 on a CPU",
         )
     artifact = (_pick(artifacts, precision) if precision != "auto" else None) or artifacts[0]
     return Choice(backend, artifact.precision, artifact.directory, f"{backend} requested")
+
+
+def _complete_artifact(directory: Path) -> ArtifactOption:
+    """An export whose manifest reads and whose files are all there at their recorded sizes.
+
+    Raises EngineError (a SharpError) naming what is missing or truncated.
+    """
+    return ArtifactOption.of(read_manifest(directory, verify="size", allow_failed_validation=True))
 
 
 DEFAULT_EXPORT_NAMES = ("sharp-fp16", "sharp-fp32")  # what `sharp-rt export` writes for the official model
@@ -239,20 +360,35 @@ def default_artifacts(engines_dir: str | Path = "engines") -> list[ArtifactOptio
     """The exports ``predict`` chooses among when given no ``--engine`` (``sharp-rt info`` shows the same).
 
     The rule: ``engines_dir/sharp-fp16`` and ``engines_dir/sharp-fp32`` where they hold a
-    manifest (the official model's exports; :func:`choose_engine` picks between them);
-    if neither does, the one export under ``engines_dir/*/`` with a readable manifest.
+    complete export (the official model's exports; :func:`choose_engine` picks between
+    them); if neither does, the one complete export under ``engines_dir/*/``.  Complete:
+    a readable manifest and every file it lists, at its recorded size (cheap: no hashing).
+    A broken ``sharp-*`` export (e.g. ``model.onnx.data`` missing) is skipped with a logged
+    warning while a complete one is there, and is the error when none is.
     Raises SharpError when there is none (naming where it looked), or when there are
     several other exports and no ``sharp-*`` one (which model to run is the user's call).
     """
     engines_dir = Path(engines_dir)
     named = [engines_dir / name for name in DEFAULT_EXPORT_NAMES]
-    preferred = [ArtifactOption.read(d) for d in named if (d / "manifest.json").is_file()]
+    preferred: list[ArtifactOption] = []
+    broken: list[SharpError] = []
+    for directory in named:
+        if (directory / "manifest.json").is_file():
+            try:
+                preferred.append(_complete_artifact(directory))
+            except SharpError as error:
+                broken.append(error)
     if preferred:
+        for error in broken:
+            logger.warning("skipping a broken export: %s", error.message)
         return preferred
+    if broken:
+        error = broken[0]
+        raise SharpError(f"The default export is broken: {error.message}", hint=error.hint)
     others = []
     for manifest_path in sorted(engines_dir.glob("*/manifest.json")):
         try:
-            others.append(ArtifactOption.read(manifest_path.parent))
+            others.append(_complete_artifact(manifest_path.parent))
         except SharpError:
             continue  # a broken or foreign directory is not a candidate (`sharp-rt info` lists it)
     if len(others) == 1:
@@ -271,7 +407,12 @@ def default_artifacts(engines_dir: str | Path = "engines") -> list[ArtifactOptio
     )
 
 
-def check_precision(directory: str | Path, artifact_precision: str, backend: str, precision: str) -> None:
+def check_precision(
+    directory: str | Path,
+    artifact_precision: ArtifactPrecision,
+    backend: BackendRequest,
+    precision: PrecisionRequest,
+) -> None:
     """Refuse an explicit ``precision`` that ``backend`` cannot compute from the export at ``directory``.
 
     artifact_precision: what the export holds (its manifest's precision).

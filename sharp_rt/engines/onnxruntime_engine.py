@@ -36,7 +36,9 @@ from typing import Any
 
 import numpy as np
 
+from sharp_rt.core.contract import Manifest, Precision, open_manifest
 from sharp_rt.core.errors import EngineError
+from sharp_rt.core.paths import cache_root
 from sharp_rt.engines.base import OUTPUT_NAMES, Engine, artifact_info, report_fallback
 
 PROVIDER_PREFERENCE = (
@@ -207,8 +209,6 @@ def _tensorrt_cache_dir(manifest) -> Path:
     """Where the TensorRT EP keeps its engines and timing cache for this artifact."""
     if os.access(manifest.directory, os.W_OK):
         return manifest.directory / "ort-cache" / "tensorrt"
-    from sharp_rt.core.paths import cache_root
-
     return cache_root() / "onnxruntime-tensorrt" / manifest.files["onnx"].sha256[:16]
 
 
@@ -217,17 +217,15 @@ class OnnxRuntimeEngine(Engine):
 
     def __init__(
         self,
-        directory: str | Path,
+        directory: str | Path | Manifest,
         *,
         providers: list[str] | None = None,
         threads: int | None = None,
-        precision: str | None = None,
+        precision: Precision | None = None,
         cache_optimized: bool = True,
     ) -> None:
-        from sharp_rt.core.contract import read_manifest
-
         ort = _onnxruntime()
-        self.manifest = read_manifest(directory, precision=precision)
+        self.manifest = open_manifest(directory, precision=precision)
         self.providers = choose_providers(providers)
         self._threads = threads
         cache = None
@@ -327,9 +325,8 @@ class OnnxRuntimeEngine(Engine):
             cache.publish(staging)
         return session, None
 
-    def run(self, image: np.ndarray, disparity_factor: np.ndarray) -> dict[str, np.ndarray]:
+    def _run(self, image: np.ndarray, disparity_factor: np.ndarray) -> dict[str, np.ndarray]:
         """image: float32 [B, 3, S, S]; disparity_factor: float32 [B] -> NDC outputs (numpy float32)."""
-        image, disparity_factor = self.check_inputs(image, disparity_factor)
         feeds = {"image": image, "disparity_factor": disparity_factor}
         if self.bind_device is None:
             values = self.session.run(list(OUTPUT_NAMES), feeds)

@@ -12,6 +12,11 @@ OpenVinoEngine(artifact, precision="auto", threads=None)
   capability (native bf16 units: AMX-BF16 or AVX512-BF16) and fp32 elsewhere, and
   ``info.details["precision_reason"]`` says which and why.  Weights stay as the
   artifact stores them (fp32 or fp16); OpenVINO converts them once at compile time.
+* ``int8`` (opt-in, never chosen by ``auto``): the matrix products run in int8, from a model
+  NNCF quantizes from the fp32 export on the first open and caches next to the export
+  (:mod:`sharp_rt.engines.openvino_int8`: calibration photos, the bound, the layout); the rest
+  computes in bf16 where the CPU has native bf16 units, else fp32.  ``calibration``: a folder of
+  the user's photos (default: the shipped set).
 * The compiled model is cached (``CACHE_DIR``): ``<artifact>/openvino-cache/<key>/``
   when the artifact directory is writable, else ``<sharp-rt cache>/openvino/<key>/``
   (``sharp_rt.core.paths.cache_root``).  ``key`` hashes the artifact's sha256s, the
@@ -43,13 +48,22 @@ from pathlib import Path
 
 import numpy as np
 
+from sharp_rt.core.contract import Manifest, PrecisionRequest, open_manifest
 from sharp_rt.core.errors import EngineError
+from sharp_rt.core.paths import cache_root
 from sharp_rt.engines.base import OUTPUT_NAMES, Engine, artifact_info
+from sharp_rt.runtime.cpu import read_cpu_info
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}  # sharp-rt name -> OpenVINO element type name
 CACHE_DIR_NAME = "openvino-cache"
 LOCK_NAME = ".lock"
+
+
+def _log(message: str) -> None:
+    import logging
+
+    logging.getLogger("sharp_rt.engines").info(message)
 
 
 def _openvino():
@@ -70,17 +84,21 @@ def cpu_capabilities(core) -> tuple[str, ...]:
 def resolve_precision(
     requested: str, capabilities: tuple[str, ...], bf16_unit: str | None
 ) -> tuple[str, str]:
-    """``requested`` (auto, fp32, bf16) -> (fp32 | bf16, the reason, one sentence).
+    """``requested`` (auto, fp32, bf16, int8) -> (fp32 | bf16 | int8, the reason, one sentence).
 
     capabilities: the CPU plugin's ``OPTIMIZATION_CAPABILITIES``; bf16_unit: what
     the CPU flags name (``sharp_rt.runtime.cpu.CpuInfo.bf16_unit``), for the message.
     """
     if requested not in PRECISIONS:
-        raise EngineError(f"Unknown OpenVINO precision {requested!r}", hint="use auto, fp32 or bf16")
+        raise EngineError(f"Unknown OpenVINO precision {requested!r}", hint="use auto, fp32, bf16 or int8")
     native = "BF16" in capabilities
     unit = bf16_unit or "native bf16 units"
     if requested == "fp32":
         return "fp32", "fp32 requested"
+    if requested == "int8":
+        rest = "bf16" if native else "fp32"
+        int8 = "this CPU has int8 dot-product units" if "INT8" in capabilities else "no int8 units (slow)"
+        return "int8", f"int8 requested (matrix products; the rest in {rest}); {int8}"
     if requested == "bf16":
         if native:
             return "bf16", f"bf16 requested; this CPU has {unit}"
@@ -100,8 +118,6 @@ def cache_directory(artifact: Path, key: str) -> Path:
     """``<artifact>/openvino-cache/<key>`` if the artifact directory is writable, else sharp-rt's cache."""
     if os.access(artifact, os.W_OK):
         return artifact / CACHE_DIR_NAME / key
-    from sharp_rt.core.paths import cache_root
-
     return cache_root() / "openvino" / key
 
 
@@ -131,23 +147,25 @@ class OpenVinoEngine(Engine):
 
     def __init__(
         self,
-        directory: str | Path,
+        directory: str | Path | Manifest,
         *,
-        precision: str = "auto",
+        precision: PrecisionRequest = "auto",
         threads: int | None = None,
         cache: bool = True,
         perf_counters: bool = False,
+        calibration: str | Path | None = None,
     ) -> None:
-        from sharp_rt.core.contract import read_manifest
-        from sharp_rt.runtime.cpu import read_cpu_info
-
         ov = _openvino()
-        self.manifest = read_manifest(directory)
+        self.manifest = open_manifest(directory)
         core = ov.Core()
         capabilities = cpu_capabilities(core)
         self.precision, reason = resolve_precision(precision, capabilities, read_cpu_info().bf16_unit)
+        if calibration is not None and self.precision != "int8":
+            raise EngineError("--calibration applies to --precision int8", hint="add --precision int8")
+        self.model_path = self.manifest.onnx_path
+        hint = PRECISION_HINTS.get(self.precision) or ("bf16" if "BF16" in capabilities else "f32")
         config: dict[str, object] = {
-            "INFERENCE_PRECISION_HINT": PRECISION_HINTS[self.precision],
+            "INFERENCE_PRECISION_HINT": hint,
             "PERFORMANCE_HINT": "LATENCY",
             "NUM_STREAMS": 1,
         }
@@ -156,8 +174,25 @@ class OpenVinoEngine(Engine):
         if perf_counters:
             config["PERF_COUNT"] = True
         cache_dir = None
+        files = [self.manifest.files[r].sha256 for r in ("onnx", "onnx_data") if r in self.manifest.files]
+        int8_details: dict[str, object] = {}
+        if self.precision == "int8":
+            from sharp_rt.engines.openvino_int8 import int8_model
+
+            base = cache_directory(self.manifest.directory, "x").parent
+            started = time.perf_counter()
+            self.model_path, record, int8_hit = int8_model(
+                self.manifest, base, calibration, threads=threads, hint=hint, log=_log
+            )
+            files = [*files, self.model_path.parent.name]
+            int8_details = {
+                "int8_model": str(self.model_path),
+                "int8_cache_hit": int8_hit,
+                "int8_seconds": round(time.perf_counter() - started, 1),
+                "int8_matmuls": record.get("int8_matmuls"),
+                "float_matmuls": len(record.get("float_matmuls", [])),
+            }
         if cache:
-            files = [self.manifest.files[r].sha256 for r in ("onnx", "onnx_data") if r in self.manifest.files]
             key = cache_key(files, ov.__version__, self.precision, threads)
             cache_dir = cache_directory(self.manifest.directory, key)
             try:
@@ -180,15 +215,16 @@ class OpenVinoEngine(Engine):
             cache_dir=str(cache_dir) if cache_dir else None,
             cache_hit=cache_hit,
             compile_seconds=round(compile_seconds, 2),
+            **int8_details,
         )
         self.info = dataclasses.replace(info, precision=self.precision)  # the compute precision
 
     def _compile(self, core, config: dict[str, object], cache_dir: Path | None) -> tuple[object, bool]:
-        """Compile ``model.onnx`` (from its path, so OpenVINO frees the parsed graph before returning).
+        """Compile ``model.onnx`` or the int8 IR (from its path, so OpenVINO frees the parsed graph).
 
         Returns the compiled model and whether it came from the cache.
         """
-        model_path = str(self.manifest.onnx_path)
+        model_path = str(self.model_path)
         if cache_dir is None:
             return self._compile_once(core, model_path, config), False
         config = {**config, "CACHE_DIR": str(cache_dir)}
@@ -219,9 +255,8 @@ class OpenVinoEngine(Engine):
                 hint=f"re-export with `sharp-rt export -o {self.manifest.directory} --overwrite`",
             ) from None
 
-    def run(self, image: np.ndarray, disparity_factor: np.ndarray) -> dict[str, np.ndarray]:
+    def _run(self, image: np.ndarray, disparity_factor: np.ndarray) -> dict[str, np.ndarray]:
         """image: float32 [B, 3, S, S]; disparity_factor: float32 [B] -> NDC outputs (numpy float32)."""
-        image, disparity_factor = self.check_inputs(image, disparity_factor)
         results = self.request.infer({"image": image, "disparity_factor": disparity_factor})
         by_name = {port.get_any_name(): value for port, value in results.to_dict().items()}
         return {name: np.array(by_name[name], dtype=np.float32, copy=True) for name in OUTPUT_NAMES}

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from sharp_rt.core.contract import INPUT_NAMES
+from sharp_rt.core.contract import INPUT_NAMES, Manifest, Precision, open_manifest
 from sharp_rt.core.errors import EngineError
 from sharp_rt.engines.base import OUTPUT_NAMES, Engine, EngineInfo, artifact_info
 
@@ -224,10 +224,8 @@ def plan_batch_range(engine) -> tuple[int, int]:
 class TensorRTEngine(Engine):
     """A deserialized TensorRT engine with persistent device buffers."""
 
-    def __init__(self, directory: str | Path, *, precision: str | None = None) -> None:
-        from sharp_rt.core.contract import read_manifest
-
-        manifest = read_manifest(directory, precision=precision)
+    def __init__(self, directory: str | Path | Manifest, *, precision: Precision | None = None) -> None:
+        manifest = open_manifest(directory, precision=precision)
         import_tensorrt()
         cudart_module()  # both checked before any work, each with one line naming the extra
         started = time.perf_counter()
@@ -243,7 +241,7 @@ class TensorRTEngine(Engine):
 
     @classmethod
     def from_plan(
-        cls, plan: str | Path, *, resolution: int, num_gaussians: int, precision: str, **details: Any
+        cls, plan: str | Path, *, resolution: int, num_gaussians: int, precision: Precision, **details: Any
     ) -> TensorRTEngine:
         """Open a plan file without a manifest (export-time validation of a fresh plan).
 
@@ -345,7 +343,7 @@ class TensorRTEngine(Engine):
         self._check(cudart.cudaStreamSynchronize(self.stream))
         return outputs
 
-    def run(self, image: np.ndarray, disparity_factor: np.ndarray) -> dict[str, np.ndarray]:
+    def _run(self, image: np.ndarray, disparity_factor: np.ndarray) -> dict[str, np.ndarray]:
         """image: float32 [B, 3, S, S]; disparity_factor: float32 [B] -> NDC outputs (numpy float32).
 
         Any B >= the profile's minimum: batches above the plan's maximum run in
@@ -353,7 +351,6 @@ class TensorRTEngine(Engine):
         """
         if self.context is None:
             raise EngineError("This TensorRT engine was closed")
-        image, disparity_factor = self.check_inputs(image, disparity_factor)
         batch = image.shape[0]
         if batch < self.min_batch:
             raise ValueError(f"batch {batch} is below the plan's smallest batch {self.min_batch}")

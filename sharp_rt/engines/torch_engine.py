@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sharp_rt.core.contract import Precision
 from sharp_rt.core.errors import SharpError
 from sharp_rt.engines.base import OUTPUT_NAMES, Engine, EngineInfo
 
@@ -84,7 +85,9 @@ def check_compile_support(device: str) -> None:
 class TorchEngine(Engine):
     """Runs a :class:`~sharp_rt.sharp_ref.SharpPredictor` in torch, eager or compiled."""
 
-    def __init__(self, model, device: str = "auto", precision: str = "fp32", compile: bool = False) -> None:
+    def __init__(
+        self, model, device: str = "auto", precision: Precision = "fp32", compile: bool = False
+    ) -> None:
         import torch
 
         if precision not in PRECISIONS:
@@ -126,7 +129,7 @@ class TorchEngine(Engine):
         cls,
         path: str | Path | None = None,
         device: str = "auto",
-        precision: str = "fp32",
+        precision: Precision = "fp32",
         compile: bool = False,
     ) -> TorchEngine:
         """Load a checkpoint (default: the official one, downloaded if needed) into an engine."""
@@ -142,21 +145,28 @@ class TorchEngine(Engine):
         CUDA the outputs live in CUDA-graph memory that the next call overwrites:
         copy what you keep.  For callers that keep data on the GPU, and for timing
         the network alone (``benchmarks/gpu_suite.py``).
+
+        Inputs made outside ``torch.inference_mode`` (or shared with numpy) are copied into
+        inference tensors first: Dynamo guards on the tensors' dispatch keys, so a compiled
+        model called once with each kind would trace and compile a second graph.
         """
         torch = self._torch
         with torch.inference_mode():
+            if not image.is_inference():  # one copy of the input (~28 MB at 1536 px), not a recompile
+                image = image.clone()
+            if not disparity_factor.is_inference():
+                disparity_factor = disparity_factor.clone()
             if self.compiled:
                 torch.compiler.cudagraph_mark_step_begin()  # the last replay's outputs may be overwritten
             return self._forward(image, disparity_factor)
 
-    def run(self, image: np.ndarray, disparity_factor: np.ndarray) -> dict[str, np.ndarray]:
+    def _run(self, image: np.ndarray, disparity_factor: np.ndarray) -> dict[str, np.ndarray]:
         """image: float32 [B, 3, S, S]; disparity_factor: float32 [B] -> NDC outputs (float32 numpy).
 
         Compiled: the first call (and the first of each new batch size) compiles,
         which takes minutes for the full model.
         """
         torch = self._torch
-        image, disparity_factor = self.check_inputs(image, disparity_factor)
         device = self.info.device
         with torch.inference_mode():
             outputs = self.forward(

@@ -3,15 +3,18 @@
 ```
 checkpoint's preset (shapes only); refuse an existing output first
 read checkpoint, sha256, sharp_ref on DEVICE
-  ├─ (validate) sharp_ref fp32 on the probe, full fp32 (no TF32) ───┐ reference outputs
+  ├─ (validate) sharp_ref fp32 on the probe photo, full fp32 (no TF32) ┐ reference outputs
   ├─ (bf16 / fp16) to_compute_dtype: networks in that dtype,        │
   │     depth normalization, initializer and composer in fp32        │
   ├─ torch.export.export(EngineModule, batch-1 example on DEVICE)     │
   ├─ aoti_compile_and_package -> <out>/.export-<pid>/model.pt2        │
-  ├─ (validate) AotiEngine on the probe ──── compare_outputs ────────┘ -> validation
-  ├─ move model.pt2 into <out>/ (old manifest removed first)
+  ├─ (validate) AotiEngine on the probe ──── validate_probes ────────┘ -> validation
+  ├─ publish model.pt2 into <out>/ (old manifest removed first)
   └─ write manifest.json last (atomic)
 ```
+
+The folder checks, staging, publishing and the manifest are :mod:`sharp_rt.export.artifact`'s,
+shared with the ONNX / TensorRT export (:mod:`sharp_rt.export.pipeline`).
 
 The package's metadata holds ``internal_size`` (S), ``num_gaussians`` (N),
 ``outputs`` (the contract's names, in order), ``precision`` and ``device``, so
@@ -29,38 +32,33 @@ of :mod:`sharp_rt.sharp_ref.mixed_precision` (as the torch engine); validated wi
 from __future__ import annotations
 
 import contextlib
-import datetime
 import gc
-import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from sharp_rt.core.contract import (
-    AOTI_NAME,
-    FORMAT,
-    FORMAT_VERSION,
-    MANIFEST_NAME,
-    ONNX_DATA_NAME,
-    ONNX_NAME,
-    OUTPUT_NAMES,
-    PLAN_NAME,
-    PRECISIONS,
-    file_record,
-    io_specs,
-    parse_manifest,
-    write_manifest,
-)
+from sharp_rt.core.contract import AOTI_NAME, OUTPUT_NAMES, PRECISIONS, ArtifactPrecision
 from sharp_rt.core.errors import SharpError
-from sharp_rt.export.pipeline import ExportResult, Stage, logged_stages, peak_rss_mib, prepare_out_dir
+from sharp_rt.engines.aoti_engine import AotiEngine, aoti_environment
+from sharp_rt.export.artifact import (
+    ExportManifest,
+    ExportResult,
+    Stage,
+    error_summary,
+    logged_stages,
+    peak_rss_mib,
+    prepare_out_dir,
+    staged,
+    tool_versions,
+)
+from sharp_rt.export.validate import PROBE_PHOTO, probe_image, validate_probes
 
 DEVICES = ("cpu", "cuda")
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
-def default_aoti_dir(config_name: str, device: str, precision: str) -> Path:
+def default_aoti_dir(config_name: str, device: str, precision: ArtifactPrecision) -> Path:
     """``engines/<config>-aoti-<device>-<precision>`` relative to the working directory."""
     return Path("engines") / f"{config_name}-aoti-{device}-{precision}"
 
@@ -79,7 +77,7 @@ def check_aoti_request(precision: str, device: str) -> None:
         raise SharpError("fp16 packages are for CUDA", hint="use --precision bf16 (or fp32) on CPU")
 
 
-def aoti_layout(precision: str) -> dict[str, Any]:
+def aoti_layout(precision: ArtifactPrecision) -> dict[str, Any]:
     """The manifest's ``layout`` of a package: the networks' dtype and what stays float32.
 
     As the torch engine (:meth:`SharpPredictor.to_compute_dtype`): the three networks in
@@ -114,7 +112,7 @@ def device_reference(model, image, disparity_factor, device: str) -> dict[str, A
     return {name: getattr(outputs, name).float().cpu().numpy() for name in OUTPUT_NAMES}
 
 
-def compile_package(model, path: Path, *, device: str, precision: str) -> Path:
+def compile_package(model, path: Path, *, device: str, precision: ArtifactPrecision) -> Path:
     """torch.export + AOTInductor: write the batch-1 package of ``model`` (in its dtype) to ``path``."""
     import torch
 
@@ -140,7 +138,7 @@ def compile_package(model, path: Path, *, device: str, precision: str) -> Path:
 def export_aoti(
     checkpoint: str | Path | None = None,
     *,
-    precision: str = "fp32",
+    precision: ArtifactPrecision = "fp32",
     device: str = "cpu",
     out_dir: str | Path | None = None,
     validate: bool = True,
@@ -164,9 +162,6 @@ def export_aoti(
     check_aoti_request(precision, device)
     import torch
 
-    from sharp_rt.engines.aoti_engine import aoti_environment
-    from sharp_rt.export.pipeline import _versions
-    from sharp_rt.export.validate import probe_image
     from sharp_rt.sharp_ref.checkpoint import (
         checkpoint_config,
         checkpoint_file,
@@ -200,13 +195,10 @@ def export_aoti(
 
         model.to_compute_dtype(getattr(torch, DTYPES[precision]), fp32_islands(precision))
 
-    staging = out / f".export-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
+    with staged(out) as staging:
         t0 = time.perf_counter()
         with stage("compiling: torch.export and AOTInductor"):
-            compile_package(model, staging / AOTI_NAME, device=device, precision=precision)
+            compile_package(model, staging.path(AOTI_NAME), device=device, precision=precision)
         compile_seconds = time.perf_counter() - t0
         del model
         gc.collect()
@@ -215,52 +207,40 @@ def export_aoti(
         validation: dict[str, Any] = {"status": "skipped"}
         if validate:
             with stage("validation: the package against the reference"):
-                validation = _validate(staging / AOTI_NAME, config, device, precision, probe, reference, log)
-        (out / MANIFEST_NAME).unlink(missing_ok=True)  # never leave a manifest describing other files
-        for stale in (PLAN_NAME, ONNX_NAME, ONNX_DATA_NAME):  # an older export of another target
-            (out / stale).unlink(missing_ok=True)
-        shutil.rmtree(out / "ort-cache", ignore_errors=True)
-        os.replace(staging / AOTI_NAME, out / AOTI_NAME)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+                validation = _validate(
+                    staging.path(AOTI_NAME), config, device, precision, probe, reference, log
+                )
+        # old manifest first, then the ONNX pair / plan of an older export and ort-cache, then the package
+        staging.publish([AOTI_NAME])
 
-    inputs, outputs = io_specs(config.internal_resolution, config.num_gaussians, 1)
     seconds = time.perf_counter() - started
-    data = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "config": config.name,
-        "internal_resolution": config.internal_resolution,
-        "num_gaussians": config.num_gaussians,
-        "precision": precision,
-        "opset": None,
-        "dynamic_batch": False,
-        "inputs": [spec.to_json() for spec in inputs],
-        "outputs": [spec.to_json() for spec in outputs],
-        "checkpoint": {"sha256": sha256, "file": checkpoint_path.name},
-        "files": {"aoti": file_record(out / AOTI_NAME).to_json()},
-        "validation": validation,
-        "layout": aoti_layout(precision),
-        "tensorrt": None,
-        "aoti": {**environment, "compile_seconds": round(compile_seconds, 1)},
-        "export": {
+    manifest = ExportManifest(
+        config=config.name,
+        internal_resolution=config.internal_resolution,
+        num_gaussians=config.num_gaussians,
+        precision=precision,
+        opset=None,
+        dynamic_batch=False,
+        checkpoint_sha256=sha256,
+        checkpoint_file=checkpoint_path.name,
+        files=ExportManifest.files_in(out, {"aoti": AOTI_NAME}),
+        layout=aoti_layout(precision),
+        validation=validation,
+        aoti={**environment, "compile_seconds": round(compile_seconds, 1)},
+        export={
             "exporter": "torch.export.export + torch._inductor.aoti_compile_and_package",
             "seconds": round(seconds, 1),
             "peak_rss_mib": round(peak_rss_mib()),
         },
-        "versions": _versions(),
-    }
-    write_manifest(out, data)
-    return ExportResult(parse_manifest(data, out), seconds, peak_rss_mib())
+        versions=tool_versions(),
+    ).write(out)
+    return ExportResult(manifest, seconds, peak_rss_mib())
 
 
-def _validate(package: Path, config, device: str, precision: str, probe, reference, log) -> dict[str, Any]:
-    """Run the fresh package on the probe (AotiEngine) and compare with the fp32 reference."""
-    from sharp_rt.engines.aoti_engine import AotiEngine
-    from sharp_rt.export.pipeline import _error_summary
-    from sharp_rt.export.validate import compare_outputs
-
+def _validate(
+    package: Path, config, device: str, precision: ArtifactPrecision, probe, reference, log
+) -> dict[str, Any]:
+    """Run the fresh package on the probe photo (AotiEngine) and compare with the fp32 reference."""
     started = time.perf_counter()
     engine = AotiEngine.from_package(
         package,
@@ -270,15 +250,12 @@ def _validate(package: Path, config, device: str, precision: str, probe, referen
         precision=precision,
     )
     try:
-        result = compare_outputs(engine.run(*probe), reference, precision)
+        outputs = engine.run(*probe)
     finally:
         engine.close()
+    # the same section as the ONNX export's: the probe photo (PROBE_PHOTO, as probe_image decodes it)
+    result = validate_probes([outputs], [(PROBE_PHOTO, *probe)], [reference], precision)
     result["runtime"] = f"AOTInductor ({device})"
-    result["probe"] = {
-        "kind": "smooth synthetic image (sharp_rt.export.validate.probe_image)",
-        "batch": 1,
-        "disparity_factor": [float(v) for v in probe[1]],
-    }
     result["seconds"] = round(time.perf_counter() - started, 1)
-    log(f"Validation {result['status']}: {_error_summary(result)}")
+    log(f"Validation {result['status']}: {error_summary(result)}")
     return result

@@ -3,15 +3,29 @@
 ```
 check the output folder (no engine there unless --overwrite; writable) before reading anything big
 read checkpoint, detect config, sha256
-  ├─ (validate) sharp_ref fp32 on the probe photo ────────────────┐ reference outputs
+  ├─ (validate) sharp_ref fp32 on each probe photo ───────────────┐ reference outputs
   ├─ (fp16) to_mixed_fp16 (named fp32 islands), in place          │
   ├─ export to <out>/.export-<pid>/model.onnx(+.data); free model  │
   ├─ onnx.checker + shape inference                                │
-  ├─ (validate) ONNX Runtime on the probe ── compare ─────────────┘ -> errors
+  ├─ (validate) ONNX Runtime on the probes ── compare ────────────┘ -> errors (+ renders, if render_check)
+  │    (fp16, bounds missed) rank the candidate islands by measured fp16 sensitivity (once),
+  │    add the next ones to the float32 islands, export and validate again; refuse when spent
   ├─ move the files into <out>/  (old manifest removed first)
   ├─ (tensorrt) build model.plan from model.onnx
   └─ write manifest.json last (atomic)
 ```
+
+Growing the fp16 layout (issue 23): the shipped islands
+(:data:`~sharp_rt.sharp_ref.mixed_precision.FP16_FP32_ISLANDS`) were chosen on synthetic
+weights; a checkpoint whose activations are harder on fp16 may miss the bounds with them.
+Then :func:`sharp_rt.export.precision.rank_islands` measures, on the probes and the given
+weights, how much fp16 storage changes each candidate module's output, and the export adds
+candidates in that order (1, then 2, 4, 8, ... per round), re-exporting and re-validating
+each time, until every bound holds.  If the ranking is spent (or ``max_islands`` reached)
+and the bounds still fail, nothing is written and :class:`EngineError` names the precision
+that works (fp32).  An fp16 export therefore never ships a graph that fails its bounds on
+ONNX Runtime (a TensorRT plan built from it that then fails its own validation is kept and
+marked ``failed``, as before: growing against TensorRT is not implemented).
 
 Each long step runs inside ``stage(name)``, a context manager the caller may give
 (the CLI shows a live status with the elapsed time; the default logs one line with
@@ -24,100 +38,76 @@ peak is max(reference forward, exporter, ORT session), not their sum.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import datetime
 import gc
-import os
-import platform
-import resource
-import shutil
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sharp_rt.core.contract import (
-    AOTI_NAME,
-    FORMAT,
-    FORMAT_VERSION,
-    MANIFEST_NAME,
     ONNX_DATA_NAME,
     ONNX_NAME,
     ONNX_PRECISIONS,
     OPSET,
     PLAN_NAME,
-    Manifest,
-    file_record,
-    io_specs,
-    parse_manifest,
-    write_manifest,
+    ArtifactPrecision,
 )
-from sharp_rt.core.errors import EngineError, OutputError, SharpError
+from sharp_rt.core.errors import EngineError, SharpError
+from sharp_rt.engines.tensorrt_engine import TensorRTEngine, tensorrt_environment
+from sharp_rt.export.artifact import (
+    ExportManifest,
+    ExportResult,
+    Stage,
+    error_summary,
+    logged_stages,
+    peak_rss_mib,
+    prepare_out_dir,
+    staged,
+    tool_versions,
+)
+from sharp_rt.export.tensorrt_build import build_plan
+from sharp_rt.export.validate import (
+    PROBE_PHOTOS,
+    onnxruntime_session,
+    probe_image,
+    reference_outputs,
+    run_onnx,
+    validate_probes,
+)
 
 TARGETS = ("onnx", "tensorrt")
-Stage = Callable[[str], AbstractContextManager[object]]  # stage(name): a context around one long step
+# render_check(engine outputs, reference outputs, f_px, width, height) -> render measures
+# (sharp_rt.render.fidelity.RenderFidelity: the render layer is passed in, never imported here)
+RenderCheck = Callable[..., dict[str, Any]]
 
 
-def logged_stages(log: Callable[[str], None]) -> Stage:
-    """The default ``stage``: ``log("<name> (<seconds> s)")`` when a step ends."""
-
-    @contextlib.contextmanager
-    def stage(name: str) -> Iterator[None]:
-        started = time.perf_counter()
-        yield
-        log(f"{name} ({time.perf_counter() - started:.1f} s)")
-
-    return stage
-
-
-@dataclasses.dataclass(frozen=True)
-class ExportResult:
-    """What :func:`export_engine` wrote."""
-
-    manifest: Manifest  # the manifest as written (``manifest.directory`` is the artifact directory)
-    seconds: float  # wall time of the whole export
-    peak_rss_mib: float  # peak resident memory of this process so far
-
-    @property
-    def passed(self) -> bool:
-        """False only when validation ran and failed."""
-        return self.manifest.validation_status != "failed"
+__all__ = [  # ExportResult, Stage, logged_stages, peak_rss_mib, prepare_out_dir: sharp_rt.export.artifact
+    "ExportResult",
+    "Stage",
+    "default_out_dir",
+    "export_engine",
+    "logged_stages",
+    "peak_rss_mib",
+    "precision_layout",
+    "prepare_out_dir",
+]
 
 
-def default_out_dir(config_name: str, precision: str) -> Path:
+def default_out_dir(config_name: str, precision: ArtifactPrecision) -> Path:
     """``engines/<config>-<precision>`` relative to the working directory."""
     return Path("engines") / f"{config_name}-{precision}"
 
 
-def peak_rss_mib() -> float:
-    """Peak resident set size of this process, MiB (Linux ``ru_maxrss`` is in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+def precision_layout(
+    precision: ArtifactPrecision,
+    islands: dict[str, str] | None = None,
+    grown: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The manifest's ``layout``: the compute dtype and which parts stay float32 (docs/precision.md).
 
-
-def _versions() -> dict[str, str]:
-    import onnx
-    import torch
-
-    from sharp_rt._version import __version__
-
-    versions = {
-        "sharp_rt": __version__,
-        "torch": torch.__version__,
-        "onnx": onnx.__version__,
-        "python": platform.python_version(),
-    }
-    for module in ("onnxscript", "onnxruntime"):
-        try:
-            versions[module] = __import__(module).__version__
-        except ImportError:
-            pass
-    return versions
-
-
-def precision_layout(precision: str) -> dict[str, Any]:
-    """The manifest's ``layout``: the compute dtype and which parts stay float32 (docs/precision.md)."""
+    islands: the float32 islands of the shipped graph (default: the measured fp16 layout);
+    grown: the islands added for these weights (module, what, measured error, rank, round).
+    """
     from sharp_rt.sharp_ref.mixed_precision import FP16_FP32_ISLANDS
 
     always = ["inputs and outputs", "depth normalization and initializer", "composer"]
@@ -125,90 +115,128 @@ def precision_layout(precision: str) -> dict[str, Any]:
         return {"compute": "float32", "fp32_islands": {}, "fp32_always": always}
     return {
         "compute": "float16",
-        "fp32_islands": dict(FP16_FP32_ISLANDS),
+        "fp32_islands": dict(FP16_FP32_ISLANDS if islands is None else islands),
+        "grown_islands": list(grown or []),
         "fp32_always": [*always, "every LayerNorm / GroupNorm (statistics and affine)"],
     }
 
 
-def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
-    """Refuse a folder that holds an engine (unless ``overwrite``) or cannot be written; create it."""
-    from sharp_rt.core.atomic import check_writable
-
-    ours = [out_dir / name for name in (MANIFEST_NAME, ONNX_NAME, ONNX_DATA_NAME, PLAN_NAME, AOTI_NAME)]
-    existing = [path for path in ours if path.exists()]
-    if existing and not overwrite:
-        raise OutputError(
-            f"{out_dir} already holds an engine ({existing[0].name})", hint="pass --overwrite to replace it"
-        )
-    check_writable(out_dir)
-
-
 def _validate(
-    onnx_path: Path, probe, reference, precision: str, log: Callable[[str], None]
+    onnx_path: Path,
+    probes: list,
+    references: list,
+    precision: ArtifactPrecision,
+    log: Callable[[str], None],
+    render_check: RenderCheck | None = None,
 ) -> dict[str, Any]:
     import onnxruntime
-
-    from sharp_rt.export.validate import PROBE_PHOTO, compare_outputs, onnxruntime_session, run_onnx
 
     started = time.perf_counter()
     try:
         session = onnxruntime_session(onnx_path)
-        outputs = run_onnx(session, *probe)
+        outputs = [run_onnx(session, image, factor) for _, image, factor in probes]
     except Exception as error:  # onnxruntime raises its own exception types
         raise EngineError(
             f"ONNX Runtime cannot run the exported model: {str(error).splitlines()[0]}"
         ) from None
     del session
-    result = compare_outputs(outputs, reference, precision)
+    result = validate_probes(outputs, probes, references, precision, render_check)
     result["runtime"] = f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider"
-    result["probe"] = {
-        "kind": "photo",
-        "photo": PROBE_PHOTO,
-        "source": "matplotlib sample data (mpl-data/sample_data), US Navy photograph, public domain",
-        "preprocessing": "as sharp-rt predict: decode, 30 mm default focal length, bilinear resize to S",
-        "batch": int(probe[0].shape[0]),
-        "disparity_factor": [float(v) for v in probe[1]],
-    }
     result["seconds"] = round(time.perf_counter() - started, 1)
-    log(f"Validation {result['status']}: {_error_summary(result)}")
+    log(f"Validation {result['status']}: {error_summary(result)}")
     for failure in result["failures"]:
         log(f"  {failure}")
     return result
 
 
-def _error_summary(result: dict[str, Any]) -> str:
-    """One line: p99.9 / max of the bounded measures."""
-    sections = {**result["outputs"], "covariances": result["covariances"]}
-    return ", ".join(
-        f"{name} p99.9 {sections[name]['p99_9']:.1e} max {sections[name]['max']:.1e}"
-        for name in result["tolerance"]["bounds"]
-    )
-
-
 def _validate_plan(
-    plan: Path, config, probe, reference, precision: str, validation: dict, log
+    plan: Path,
+    config,
+    probes,
+    references,
+    precision: ArtifactPrecision,
+    validation: dict,
+    log,
+    render_check=None,
 ) -> dict[str, Any]:
-    """Run the fresh plan on the probe with the TensorRT engine; the result: ``validation["tensorrt"]``."""
-    from sharp_rt.engines.tensorrt_engine import TensorRTEngine
-    from sharp_rt.export.validate import compare_outputs
-
+    """Run the fresh plan on the probes with the TensorRT engine; the result: ``validation["tensorrt"]``."""
     engine = TensorRTEngine.from_plan(
         plan, resolution=config.internal_resolution, num_gaussians=config.num_gaussians, precision=precision
     )
     try:
-        result = compare_outputs(engine.run(*probe), reference, precision)
+        outputs = [engine.run(image, factor) for _, image, factor in probes]
+        result = validate_probes(outputs, probes, references, precision, render_check)
     finally:
         engine.close()
-    log(f"TensorRT validation {result['status']}: {_error_summary(result)}")
+    log(f"TensorRT validation {result['status']}: {error_summary(result)}")
     failures = validation["failures"] + [f"tensorrt {failure}" for failure in result["failures"]]
     status = "failed" if failures else "passed"
     return {**validation, "status": status, "failures": failures, "tensorrt": result}
 
 
+def _measure_ranking(model, probes: list, stage: Stage) -> list[dict[str, Any]]:
+    """Rank the candidate islands by measured fp16 sensitivity on all probe photos (one forward)."""
+    import numpy as np
+    import torch
+
+    from sharp_rt.export.precision import coarse_island_candidates, island_candidates, rank_islands
+
+    image = torch.from_numpy(np.concatenate([image for _, image, _ in probes]))
+    factor = torch.from_numpy(np.concatenate([factor for _, _, factor in probes]))
+    fine, coarse = island_candidates(model), coarse_island_candidates(model)
+    with stage("sensitivity: fp16 error of each candidate island on the probes"):
+        ranking = rank_islands(model, image, factor, {**fine, **coarse})
+    # the modules first (largest error first), then the whole parts (ViTs, decoders) in the same order
+    ranking = [row for row in ranking if row["module"] in fine] + [
+        r for r in ranking if r["module"] in coarse
+    ]
+    return [{**row, "rank": rank} for rank, row in enumerate(ranking, start=1)]
+
+
+def _covered(path: str, islands) -> bool:
+    """Whether ``path`` is one of ``islands`` or inside one."""
+    return any(path == island or path.startswith(island + ".") for island in islands)
+
+
+def _next_islands(
+    ranking: list[dict[str, Any]], islands: dict[str, str], count: int, max_islands: int | None, added: int
+) -> list[dict[str, Any]]:
+    """The next ``count`` ranked candidates not yet float32 (fewer at the cap ``max_islands``).
+
+    Every candidate whose fp16 output was non-finite comes in at once, whatever ``count``.
+    """
+    left = [row for row in ranking if not _covered(row["module"], islands)]
+    leading_nonfinite = next((i for i, row in enumerate(left) if row["error"] != float("inf")), len(left))
+    count = max(count, leading_nonfinite)
+    if max_islands is not None:
+        count = min(count, max_islands - added)
+    return left[: max(count, 0)]
+
+
+def _with_islands(islands: dict[str, str], paths: list[str], ranking: list[dict[str, Any]]) -> dict[str, str]:
+    """``islands`` plus ``paths``; an island inside a new one is dropped (the new one covers it)."""
+    what = {row["module"]: row["what"] for row in ranking}
+    kept = {path: text for path, text in islands.items() if not _covered(path, paths)}
+    return {**kept, **{path: f"{what[path]} (grown: measured fp16 sensitivity)" for path in paths}}
+
+
+def _refusal(validation, islands, grown, ranking, max_islands) -> EngineError:
+    """The one error of an fp16 export that cannot meet its bounds: what failed, what was tried."""
+    spent = all(_covered(row["module"], islands) for row in ranking)
+    why = "every candidate module is float32 now" if spent else f"the cap of {max_islands} added islands"
+    first = validation["failures"][0] if validation["failures"] else "validation failed"
+    return EngineError(
+        f"fp16 cannot meet its validation bounds on these weights ({first}; "
+        f"{len(validation['failures'])} failure(s)) even after adding {len(grown)} float32 island(s), "
+        f"{why}; nothing was written",
+        hint="export with --precision fp32, which these weights need (sharp_ref's own precision)",
+    )
+
+
 def export_engine(
     checkpoint: str | Path | None = None,
     *,
-    precision: str = "fp32",
+    precision: ArtifactPrecision = "fp32",
     target: str = "onnx",
     out_dir: str | Path | None = None,
     validate: bool = True,
@@ -217,6 +245,9 @@ def export_engine(
     overwrite: bool = False,
     log: Callable[[str], None] = lambda message: None,
     stage: Stage | None = None,
+    render_check: RenderCheck | None = None,
+    grow_islands: bool = True,
+    max_islands: int | None = None,
 ) -> ExportResult:
     """Export a SHARP checkpoint to an artifact directory (see the module docstring).
 
@@ -224,13 +255,19 @@ def export_engine(
     precision: ``fp32`` or ``fp16`` (mixed precision carried by the ONNX graph).
     target: ``onnx``, or ``tensorrt`` (also builds ``model.plan``; needs TensorRT and a GPU).
     out_dir: default ``engines/<config>-<precision>``.
-    validate: run the ONNX with ONNX Runtime on the probe photo and compare with ``sharp_ref`` fp32
+    validate: run the ONNX with ONNX Runtime on the probe photos
+    (:data:`~sharp_rt.export.validate.PROBE_PHOTOS`) and compare with ``sharp_ref`` fp32
     (bounds: :data:`sharp_rt.export.validate.TOLERANCES`; NaN/inf always fails).
     max_batch: largest batch of the TensorRT profile of a ``dynamic_batch`` plan.
     log: called with what the export does and found; stage: see the module docstring.
+    render_check: also render each probe's splat against the reference's and bound the PSNR
+    (``sharp_rt.render.fidelity.RenderFidelity()``; None: per-Gaussian measures only).
+    grow_islands (fp16): when validation fails, grow the float32 islands along the measured
+    sensitivity ranking until the bounds hold; ``max_islands`` caps how many are added (None: all).
     The output folder is checked (an existing engine, write access) before the checkpoint is read.
-    A failed validation still writes everything (manifest marked ``failed``):
-    check :attr:`ExportResult.passed`.  User errors raise :class:`SharpError`.
+    A failed fp32 validation still writes everything (manifest marked ``failed``): check
+    :attr:`ExportResult.passed`.  An fp16 export that cannot meet its bounds (``grow_islands``)
+    writes nothing and raises :class:`EngineError`.  User errors raise :class:`SharpError`.
     """
     started = time.perf_counter()
     stage = stage or logged_stages(log)
@@ -242,8 +279,6 @@ def export_engine(
     if target not in TARGETS:
         raise SharpError(f"Unknown target {target!r}", hint="choose onnx or tensorrt")
     if target == "tensorrt":
-        from sharp_rt.engines.tensorrt_engine import tensorrt_environment
-
         try:
             tensorrt_environment()  # fails fast, in one line, without TensorRT or a GPU
         except EngineError as error:
@@ -256,7 +291,6 @@ def export_engine(
 
     from sharp_rt.export.onnx_export import check_onnx, export_onnx
     from sharp_rt.export.precision import to_mixed_fp16
-    from sharp_rt.export.validate import probe_image, reference_outputs
     from sharp_rt.sharp_ref.checkpoint import (
         checkpoint_config,
         checkpoint_file,
@@ -265,6 +299,7 @@ def export_engine(
         predictor_from_state_dict,
         read_state_dict,
     )
+    from sharp_rt.sharp_ref.mixed_precision import FP16_FP32_ISLANDS
 
     if out_dir is not None:
         out = Path(out_dir)
@@ -283,52 +318,82 @@ def export_engine(
     model = predictor_from_state_dict(state, config)
     del state
 
-    probe = reference = None
+    probes: list = []  # (photo, image [B, 3, S, S], disparity_factor [B])
+    references: list = []
     if validate:
-        probe = probe_image(config.internal_resolution, batch=2 if dynamic_batch else 1)
-        with stage("reference: sharp_ref fp32 on a probe image"):
-            reference = reference_outputs(model, *probe)
-    if precision == "fp16":
-        to_mixed_fp16(model)
+        for photo in PROBE_PHOTOS:
+            probe = probe_image(config.internal_resolution, batch=2 if dynamic_batch else 1, photo=photo)
+            with stage(f"reference: sharp_ref fp32 on {photo}"):
+                references.append(reference_outputs(model, *probe))
+            probes.append((photo, *probe))
+    islands = dict(FP16_FP32_ISLANDS) if precision == "fp16" else {}
+    grown: list[dict[str, Any]] = []
+    rounds: list[dict[str, Any]] = []
+    ranking: list[dict[str, Any]] | None = None
 
-    staging = out / f".export-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
-        t0 = time.perf_counter()
-        with stage("tracing: torch.export to ONNX"):
-            export_onnx(
-                model,
-                staging / ONNX_NAME,
-                dynamic_batch=dynamic_batch,
-                metadata={
-                    "sharp_rt.config": config.name,
-                    "sharp_rt.precision": precision,
-                    "sharp_rt.checkpoint_sha256": sha256,
-                },
+    with staged(out) as staging:
+        while True:
+            if precision == "fp16":
+                to_mixed_fp16(model, islands)
+            t0 = time.perf_counter()
+            with stage("tracing: torch.export to ONNX"):
+                export_onnx(
+                    model,
+                    staging.path(ONNX_NAME),
+                    dynamic_batch=dynamic_batch,
+                    metadata={
+                        "sharp_rt.config": config.name,
+                        "sharp_rt.precision": precision,
+                        "sharp_rt.checkpoint_sha256": sha256,
+                    },
+                )
+            export_seconds = time.perf_counter() - t0
+            del model
+            gc.collect()
+            with stage("checks: onnx.checker and shape inference"):
+                check_onnx(
+                    staging.path(ONNX_NAME), config.internal_resolution, config.num_gaussians, dynamic_batch
+                )
+            validation: dict[str, Any] = {"status": "skipped"}
+            if validate:
+                with stage("validation: ONNX Runtime against the reference"):
+                    validation = _validate(
+                        staging.path(ONNX_NAME), probes, references, precision, log, render_check
+                    )
+                rounds.append(
+                    {
+                        "added": [row["module"] for row in grown if row["round"] == len(rounds)],
+                        "status": validation["status"],
+                        "failures": validation["failures"],
+                    }
+                )
+            if validation["status"] != "failed" or precision != "fp16" or not grow_islands:
+                break
+            # fp16 missed its bounds: grow the float32 islands along the measured ranking.
+            model = predictor_from_state_dict(read_state_dict(checkpoint_path), config)
+            if ranking is None:
+                ranking = _measure_ranking(model, probes, stage)
+            batch = _next_islands(ranking, islands, 2 ** (len(rounds) - 1), max_islands, len(grown))
+            if not batch:
+                raise _refusal(validation, islands, grown, ranking, max_islands)
+            log(
+                f"fp16 misses its bounds with {len(islands)} float32 island(s); adding "
+                f"{len(batch)} along the measured fp16 sensitivity ranking:"
             )
-        export_seconds = time.perf_counter() - t0
-        del model
-        gc.collect()
-        with stage("checks: onnx.checker and shape inference"):
-            check_onnx(staging / ONNX_NAME, config.internal_resolution, config.num_gaussians, dynamic_batch)
-        validation: dict[str, Any] = {"status": "skipped"}
+            for row in batch:
+                log(
+                    f"  + {row['module']} ({row['what']}): fp16 output error "
+                    f"{row['error']:.1e}, rank {row['rank']}"
+                )
+                grown.append({**row, "round": len(rounds)})
+            islands = _with_islands(islands, [row["module"] for row in batch], ranking)
         if validate:
-            with stage("validation: ONNX Runtime against the reference"):
-                validation = _validate(staging / ONNX_NAME, probe, reference, precision, log)
-        (out / MANIFEST_NAME).unlink(missing_ok=True)  # never leave a manifest describing other files
-        (out / PLAN_NAME).unlink(missing_ok=True)
-        (out / AOTI_NAME).unlink(missing_ok=True)  # an older export of another target
-        shutil.rmtree(out / "ort-cache", ignore_errors=True)  # derived from the old graph (sharp_rt.engines)
-        for name in (ONNX_NAME, ONNX_DATA_NAME):
-            os.replace(staging / name, out / name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            validation["rounds"] = rounds
+        # old manifest first, then the plan / package of an older export and ort-cache, then the files
+        staging.publish([ONNX_NAME, ONNX_DATA_NAME])
 
     tensorrt_section = None
     if target == "tensorrt":
-        from sharp_rt.export.tensorrt_build import build_plan
-
         with stage("tensorrt build"):
             tensorrt_section = build_plan(
                 out / ONNX_NAME,
@@ -341,38 +406,32 @@ def export_engine(
         if validate:
             with stage("tensorrt validation"):
                 validation = _validate_plan(
-                    out / PLAN_NAME, config, probe, reference, precision, validation, log
+                    out / PLAN_NAME, config, probes, references, precision, validation, log, render_check
                 )
 
-    files = {"onnx": file_record(out / ONNX_NAME), "onnx_data": file_record(out / ONNX_DATA_NAME)}
+    roles = {"onnx": ONNX_NAME, "onnx_data": ONNX_DATA_NAME}
     if tensorrt_section is not None:
-        files["plan"] = file_record(out / PLAN_NAME)
-    inputs, outputs = io_specs(config.internal_resolution, config.num_gaussians, None if dynamic_batch else 1)
+        roles["plan"] = PLAN_NAME
     seconds = time.perf_counter() - started
-    data = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "config": config.name,
-        "internal_resolution": config.internal_resolution,
-        "num_gaussians": config.num_gaussians,
-        "precision": precision,
-        "opset": OPSET,
-        "dynamic_batch": dynamic_batch,
-        "inputs": [spec.to_json() for spec in inputs],
-        "outputs": [spec.to_json() for spec in outputs],
-        "checkpoint": {"sha256": sha256, "file": checkpoint_path.name},
-        "files": {role: record.to_json() for role, record in files.items()},
-        "layout": precision_layout(precision),
-        "validation": validation,
-        "tensorrt": tensorrt_section,
-        "export": {
+    manifest = ExportManifest(
+        config=config.name,
+        internal_resolution=config.internal_resolution,
+        num_gaussians=config.num_gaussians,
+        precision=precision,
+        opset=OPSET,
+        dynamic_batch=dynamic_batch,
+        checkpoint_sha256=sha256,
+        checkpoint_file=checkpoint_path.name,
+        files=ExportManifest.files_in(out, roles),
+        layout=precision_layout(precision, islands, grown),
+        validation=validation,
+        tensorrt=tensorrt_section,
+        export={
             "exporter": "torch.onnx.export(dynamo=True)",
             "onnx_seconds": round(export_seconds, 1),
             "seconds": round(seconds, 1),
             "peak_rss_mib": round(peak_rss_mib()),
         },
-        "versions": _versions(),
-    }
-    write_manifest(out, data)
-    return ExportResult(parse_manifest(data, out), seconds, peak_rss_mib())
+        versions=tool_versions(),
+    ).write(out)
+    return ExportResult(manifest, seconds, peak_rss_mib())

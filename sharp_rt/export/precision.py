@@ -121,3 +121,158 @@ def to_mixed_fp16(
     model.monodepth_model = HalfMonodepth(model.monodepth_model)
     model.feature_model = HalfFeatureModel(model.feature_model)
     return model
+
+
+# --------------------------------------------------------------------------- islands grown from the weights
+
+MONODEPTH = "monodepth_model.monodepth_predictor"
+
+
+def island_candidates(model: SharpPredictor) -> dict[str, str]:
+    """Modules that may become float32 islands: module path -> what it is (execution order).
+
+    The fp16 parts of the network at the granularity an island can take: each ViT's patch
+    embedding and every block's attention and MLP, the sliding-pyramid projections, each DPT
+    decoder stage, the disparity head, the Gaussian decoder's skip conv, fusion block and heads,
+    and the delta head's convs.  Norms, the initializer and the composer are float32 already.
+    """
+    encoder = f"{MONODEPTH}.encoder"
+    candidates: dict[str, str] = {}
+    for vit, label in ((f"{encoder}.patch_encoder", "patch ViT"), (f"{encoder}.image_encoder", "image ViT")):
+        candidates[f"{vit}.patch_embed"] = f"{label} patch embedding"
+        for index in range(len(model.get_submodule(vit).blocks)):
+            candidates[f"{vit}.blocks.{index}.attn"] = f"{label} block {index} attention"
+            candidates[f"{vit}.blocks.{index}.mlp"] = f"{label} block {index} MLP"
+    spn = ("upsample_latent0", "upsample_latent1", "upsample0", "upsample1", "upsample2")
+    for name in (*spn, "upsample_lowres", "fuse_lowres"):
+        candidates[f"{encoder}.{name}"] = f"sliding-pyramid {name}"
+    for decoder, label in (
+        (f"{MONODEPTH}.decoder", "monodepth DPT"),
+        ("feature_model.decoder", "Gaussian DPT"),
+    ):
+        module = model.get_submodule(decoder)
+        for index, conv in enumerate(module.convs):
+            if not isinstance(conv, nn.Identity):
+                candidates[f"{decoder}.convs.{index}"] = f"{label} projection {index}"
+        for index in range(len(module.fusions) - 1, -1, -1):
+            candidates[f"{decoder}.fusions.{index}"] = f"{label} fusion {index}"
+        if decoder.startswith(MONODEPTH):
+            candidates[f"{MONODEPTH}.head"] = "disparity head"
+    candidates["feature_model.image_encoder"] = "Gaussian skip conv (image + disparity)"
+    candidates["feature_model.fusion"] = "Gaussian fusion block"
+    candidates["feature_model.texture_head"] = "texture head"
+    candidates["feature_model.geometry_head"] = "geometry head"
+    candidates["prediction_head.geometry_prediction_head"] = "delta head (geometry)"
+    candidates["prediction_head.texture_prediction_head"] = "delta head (texture)"
+    return candidates
+
+
+def coarse_island_candidates(model: SharpPredictor) -> dict[str, str]:
+    """Whole parts that may become float32 islands once their pieces did not suffice: path -> what.
+
+    An island on a ViT block's attention still reads its input from the fp16 residual stream; where
+    the fp16 rounding of the stream itself is what breaks the bounds (e.g. attention logits so large
+    that a 5e-4 relative change of the input moves the softmax), only a whole ViT in float32 helps.
+    """
+    encoder = f"{MONODEPTH}.encoder"
+    return {
+        f"{encoder}.patch_encoder": "patch ViT, whole (residual stream in float32)",
+        f"{encoder}.image_encoder": "image ViT, whole (residual stream in float32)",
+        f"{MONODEPTH}.decoder": "monodepth DPT decoder, whole",
+        "feature_model.decoder": "Gaussian DPT decoder, whole",
+    }
+
+
+def _round_half(value):
+    """Round floating tensors (also inside tuples / lists) to fp16 values, kept in float32."""
+    if isinstance(value, torch.Tensor):
+        return value.half().float() if value.is_floating_point() else value
+    if isinstance(value, (tuple, list)) and not hasattr(value, "_fields"):
+        return type(value)(_round_half(v) for v in value)
+    return value
+
+
+class _HalfStorage(torch.overrides.TorchFunctionMode):
+    """Round the result of every torch function to fp16 (fp16 storage between ops, fp32 inside them).
+
+    Attention is split into the ops the ONNX exporter emits (q and k each scaled by d^-1/4, MatMul,
+    Softmax, MatMul), each rounded: fp16 logits are where large attention logits lose precision.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.nn.functional.scaled_dot_product_attention:
+            query, key, value = args[:3]
+            scale = query.shape[-1] ** -0.25
+            logits = _round_half(_round_half(query * scale) @ _round_half(key * scale).transpose(-1, -2))
+            weights = _round_half(torch.softmax(logits, dim=-1))
+            return _round_half(weights @ value)
+        return _round_half(func(*args, **kwargs))
+
+
+def emulated_half_output(module: nn.Module, args: tuple) -> object:
+    """``module(*args)`` with fp16 storage: weights (not norms' affine), inputs and every op's result rounded.
+
+    The screen of :func:`rank_islands`; computes in float32 on fp16 values, as ONNX Runtime's CPU
+    provider runs the exported fp16 graph (docs/precision.md, "fp16 on a CPU").
+    """
+    params = {}
+    for name, sub in module.named_modules():
+        keep = isinstance(sub, (nn.LayerNorm, nn.GroupNorm))
+        for pname, parameter in sub.named_parameters(recurse=False):
+            full = f"{name}.{pname}" if name else pname
+            params[full] = parameter if keep else _round_half(parameter.detach())
+    with _HalfStorage():
+        return torch.func.functional_call(module, params, _round_half(args))
+
+
+def _first_tensor(value) -> torch.Tensor:
+    while not isinstance(value, torch.Tensor):
+        value = value[0]
+    return value
+
+
+def rank_islands(
+    model: SharpPredictor, image: torch.Tensor, disparity_factor: torch.Tensor, candidates: Mapping[str, str]
+) -> list[dict[str, object]]:
+    """Measured fp16 sensitivity of each candidate on the weights' own activations, largest first.
+
+    One float32 forward of ``model`` on the probe ``image`` [B, 3, S, S] / ``disparity_factor`` [B];
+    each candidate module is re-run on its recorded float32 input with fp16 storage
+    (:func:`emulated_half_output`) and scored by the relative L2 error of its output,
+    ``|y16 - y32| / |y32|`` (non-finite: ``inf``).  Returns ``[{"module", "what", "error"}]``.
+    """
+    squares: dict[str, list[float]] = {path: [0.0, 0.0] for path in candidates}
+    busy = [False]
+    hooks = []
+
+    def hook_for(path: str):
+        def hook(module, args, output):
+            if busy[0]:
+                return
+            busy[0] = True
+            try:
+                emulated = _first_tensor(emulated_half_output(module, args)).double()
+            finally:
+                busy[0] = False
+            reference = _first_tensor(output).double()
+            squares[path][0] += float((emulated - reference).pow(2).sum())
+            squares[path][1] += float(reference.pow(2).sum())
+
+        return hook
+
+    for path in candidates:
+        hooks.append(model.get_submodule(path).register_forward_hook(hook_for(path)))
+    try:
+        with torch.inference_mode():
+            model(image, disparity_factor)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    ranking = []
+    for path, (error, norm) in squares.items():
+        value = (error / norm) ** 0.5 if norm > 0 else 0.0
+        ranking.append(
+            {"module": path, "what": candidates[path], "error": value if value == value else float("inf")}
+        )
+    return sorted(ranking, key=lambda row: -row["error"])

@@ -25,27 +25,35 @@ docs/engine-contract.md section 6 (fp32).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sharp_rt.core.contract import OUTPUT_NAMES
+from sharp_rt.core.contract import OUTPUT_NAMES, ArtifactPrecision
+from sharp_rt.runtime.image_io import load_image
+from sharp_rt.runtime.linalg import covariances_from_quaternions
+from sharp_rt.runtime.preprocess import preprocess
 
 # Commodore Grace M. Hopper, US Navy photograph (public domain), as shipped in matplotlib's sample data.
 PROBE_PHOTO = "grace_hopper.jpg"
+# The probe photos export validates on: two kinds (sharp_rt/export/data/README.md lists sources and licences).
+PROBE_PHOTOS: dict[str, dict[str, str]] = {
+    PROBE_PHOTO: {
+        "kind": "indoor portrait (a person before a flag, shallow depth)",
+        "source": "matplotlib sample data (mpl-data/sample_data), US Navy photograph",
+        "license": "public domain",
+    },
+    "china.jpg": {
+        "kind": "outdoor architecture (temple roofs, trees, sky: depth from metres to far)",
+        "source": "scikit-learn sample image (sklearn/datasets/images), by danielbuechele on Flickr",
+        "license": "CC BY 2.0",
+    },
+}
 PROBE_MIRRORED_FACTOR_SCALE = 1.25  # batch entry k > 0: the photo mirrored, f_px / W times 1.25^k
 FLOORS = {"mean_vectors": 1e-3}
-# Which error measure summarizes each output.
-OUTPUT_MEASURES = {
-    "mean_vectors": "mean_vectors",
-    "singular_values": "singular_values",
-    "quaternions": "quaternions",
-    "colors": "colors",
-    "opacities": "opacities",
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,12 +74,14 @@ class Tolerance:
 
     min_fraction_within: float  # fraction of Gaussians that must be within every bound's ``within``
     bounds: Mapping[str, Bound]  # error measure (key of ERROR_MEASURES) -> bound
+    min_render_psnr_db: float | None = None  # renders vs fp32's renders, every view (None: recorded only)
 
     def to_json(self) -> dict[str, Any]:
         """JSON form."""
         return {
             "min_fraction_within": self.min_fraction_within,
             "bounds": {name: bound.to_json() for name, bound in self.bounds.items()},
+            "min_render_psnr_db": self.min_render_psnr_db,
         }
 
 
@@ -103,6 +113,7 @@ TOLERANCES: dict[str, Tolerance] = {
             "colors": Bound(within=1e-2, max=1e-2),
             "opacities": Bound(within=1e-2, max=1e-2),
         },
+        min_render_psnr_db=50.0,  # issue 23's goal for fp16: renders >= 50 dB from fp32's on every view
     ),
     # bf16 (AOTInductor packages, torch engines; ONNX has no bf16): provisional bounds, about 1.5x the largest
     # p99.9 and 2-3x the largest maxima measured with the BF16_FP32_ISLANDS layout on the evaluation photos
@@ -117,26 +128,30 @@ TOLERANCES: dict[str, Tolerance] = {
             "colors": Bound(within=2e-3, max=5e-3),
             "opacities": Bound(within=1.5e-2, max=4e-2),
         },
+        min_render_psnr_db=40.0,  # issue 23's goal for bf16
     ),
 }
 
 
-def probe_photo_path() -> Path:
-    """Path of the packaged probe photo."""
-    return Path(str(resources.files("sharp_rt.export").joinpath("data", PROBE_PHOTO)))
+def probe_photo_path(photo: str = PROBE_PHOTO) -> Path:
+    """Path of a packaged probe photo (a key of :data:`PROBE_PHOTOS`)."""
+    return Path(str(resources.files("sharp_rt.export").joinpath("data", photo)))
 
 
-def probe_image(resolution: int, batch: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """The probe photo, fed as a user's photo: image float32 [B, 3, S, S], disparity_factor [B].
+def probe_camera(photo: str = PROBE_PHOTO) -> tuple[float, int, int]:
+    """``(f_px, width, height)`` of a probe photo as ``sharp-rt predict`` sees it (30 mm default focal)."""
+    loaded = load_image(probe_photo_path(photo))
+    return float(loaded.f_px), int(loaded.image.shape[1]), int(loaded.image.shape[0])
+
+
+def probe_image(resolution: int, batch: int = 1, photo: str = PROBE_PHOTO) -> tuple[np.ndarray, np.ndarray]:
+    """A probe photo, fed as a user's photo: image float32 [B, 3, S, S], disparity_factor [B].
 
     Decoded and preprocessed like ``sharp-rt predict`` (EXIF / 30 mm focal
     length, bilinear resize to S).  Batch entry ``k > 0`` is the photo mirrored
     ``k`` times, with ``f_px / W`` scaled by 1.25^k, so a batch holds different inputs.
     """
-    from sharp_rt.runtime.image_io import load_image
-    from sharp_rt.runtime.preprocess import preprocess
-
-    loaded = load_image(probe_photo_path())
+    loaded = load_image(probe_photo_path(photo))
     image = preprocess(loaded.image, resolution)[0]
     factor = loaded.f_px / loaded.image.shape[1]
     images = np.stack([image if k % 2 == 0 else image[..., ::-1] for k in range(batch)])
@@ -184,8 +199,6 @@ def _per_gaussian(array: np.ndarray) -> np.ndarray:
 
 
 def _covariances(quaternions: np.ndarray, singular_values: np.ndarray) -> np.ndarray:
-    from sharp_rt.runtime.linalg import covariances_from_quaternions
-
     return covariances_from_quaternions(quaternions, singular_values)  # [M, 3, 3] float64
 
 
@@ -247,58 +260,188 @@ def error_quantiles(errors: np.ndarray) -> dict[str, float]:
     }
 
 
-def _summary(errors: np.ndarray, bound: Bound | None) -> dict[str, float]:
-    stats = error_quantiles(errors)
-    if bound is not None:
-        stats["fraction_within"] = float(np.mean(errors <= bound.within))
-    return stats
+@dataclasses.dataclass(frozen=True)
+class MeasureSummary:
+    """One per-Gaussian error measure summarized (all batch entries pooled)."""
+
+    measure: str  # what the error is (:data:`ERROR_MEASURES`)
+    p99: float
+    p99_9: float
+    max: float  # inf when any Gaussian is NaN / inf
+    fraction_within: float | None = None  # of Gaussians within the bound's ``within`` (bounded measures)
+    max_abs: float | None = None  # outputs only: largest absolute difference of any value
+    mean_abs: float | None = None  # outputs only: mean absolute difference
+    nonfinite: int | None = None  # outputs only: NaN / inf values in the engine's output
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest's form: the fields that apply, in this order."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclasses.dataclass(frozen=True)
+class Validation:
+    """Engine outputs against ``sharp_ref`` fp32 (:func:`check_outputs`): true when every bound holds.
+
+    ``outputs`` maps each output name to its measure's summary; ``covariances`` is the covariance
+    measure; ``failures`` holds one line per violated bound (empty: passed).
+    """
+
+    tolerance: Tolerance
+    outputs: Mapping[str, MeasureSummary]
+    covariances: MeasureSummary
+    failures: tuple[str, ...]
+
+    @property
+    def passed(self) -> bool:
+        """No bound violated and nothing NaN / inf."""
+        return not self.failures
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    @property
+    def status(self) -> str:
+        """``passed`` or ``failed`` (the manifest's word)."""
+        return "passed" if self.passed else "failed"
+
+    def measure(self, name: str) -> MeasureSummary:
+        """The summary of a bounded measure (a key of ``tolerance.bounds``)."""
+        return self.covariances if name == "covariances" else self.outputs[name]
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest's ``validation`` section (:func:`compare_outputs`)."""
+        return {
+            "status": self.status,
+            "tolerance": self.tolerance.to_json(),
+            "outputs": {name: summary.to_json() for name, summary in self.outputs.items()},
+            "covariances": self.covariances.to_json(),
+            "failures": list(self.failures),
+        }
+
+
+def _summary(errors: np.ndarray, bound: Bound | None, measure: str, **extra: Any) -> MeasureSummary:
+    within = None if bound is None else float(np.mean(errors <= bound.within))
+    return MeasureSummary(ERROR_MEASURES[measure], **error_quantiles(errors), fraction_within=within, **extra)
+
+
+def check_outputs(
+    engine: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], precision: ArtifactPrecision
+) -> Validation:
+    """Compare engine outputs with the fp32 reference under ``TOLERANCES[precision]``.
+
+    engine, reference: the five outputs, ``[B, N, k]`` / ``[B, N]``.  Every bounded measure
+    must have at least ``min_fraction_within`` of the Gaussians within its ``within`` and its
+    largest error at most its ``max``; any NaN / inf fails.  Raises ``ValueError`` if shapes
+    differ, ``KeyError`` for a precision without tolerances.
+    """
+    tolerance = TOLERANCES[precision]
+    errors = gaussian_errors(engine, reference)
+    failures: list[str] = []
+    outputs: dict[str, MeasureSummary] = {}
+    for name in OUTPUT_NAMES:  # each output is summarized by the error measure of the same name
+        a, b = _per_gaussian(engine[name]), _per_gaussian(reference[name])
+        nonfinite = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
+        outputs[name] = _summary(
+            errors[name],
+            tolerance.bounds.get(name),
+            name,
+            max_abs=float(np.max(np.abs(a - b))) if not nonfinite else float("inf"),
+            mean_abs=float(np.mean(np.abs(a - b))) if not nonfinite else float("inf"),
+            nonfinite=nonfinite,
+        )
+        if nonfinite:
+            failures.append(f"{name}: {nonfinite} NaN/inf values")
+    covariances = _summary(errors["covariances"], tolerance.bounds["covariances"], "covariances")
+    for measure, bound in tolerance.bounds.items():
+        stats = covariances if measure == "covariances" else outputs[measure]
+        within = stats.fraction_within if stats.fraction_within is not None else 0.0
+        if within < tolerance.min_fraction_within:
+            failures.append(
+                f"{measure}: {100 * within:.3f} % of Gaussians within {bound.within:g}, "
+                f"{100 * tolerance.min_fraction_within:g} % required"
+            )
+        if not stats.max <= bound.max:  # also catches NaN
+            failures.append(f"{measure}: largest error {stats.max:.2e} > {bound.max:g}")
+    return Validation(tolerance, outputs, covariances, tuple(failures))
 
 
 def compare_outputs(
-    engine: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], precision: str
+    engine: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], precision: ArtifactPrecision
 ) -> dict[str, Any]:
-    """Compare engine outputs with the fp32 reference; returns the manifest's ``validation`` section.
+    """:func:`check_outputs` as the manifest's ``validation`` section (a JSON object).
 
     Keys: ``status`` (``passed`` / ``failed``), ``tolerance``, ``outputs`` (name ->
     measure, p99, p99_9, max, [fraction_within], max_abs, mean_abs, nonfinite),
     ``covariances`` (measure, p99, p99_9, max, fraction_within) and ``failures``
     (one line per violated bound).  Raises ``ValueError`` if shapes differ.
     """
-    tolerance = TOLERANCES[precision]
-    errors = gaussian_errors(engine, reference)
+    return check_outputs(engine, reference, precision).to_json()
+
+
+def validate_probes(
+    outputs: Sequence[Mapping[str, np.ndarray]],
+    probes: Sequence[tuple[str, np.ndarray, np.ndarray]],
+    references: Sequence[Mapping[str, np.ndarray]],
+    precision: ArtifactPrecision,
+    render_check: Callable[..., dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Each probe photo's outputs against its reference: the manifest's ``validation`` section.
+
+    outputs / references: per probe, the five outputs; probes: (photo, image [B, 3, S, S],
+    disparity_factor [B]) as :func:`probe_image` makes them.  Every photo must meet every bound
+    (:func:`check_outputs`) and, with ``render_check(engine, reference, f_px, width, height)``,
+    the render bound; the top-level ``outputs`` / ``covariances`` pool the Gaussians of all photos,
+    ``probes`` holds one entry per photo.
+    """
     failures: list[str] = []
-    outputs: dict[str, dict[str, Any]] = {}
-    for name in OUTPUT_NAMES:
-        a, b = _per_gaussian(engine[name]), _per_gaussian(reference[name])
-        nonfinite = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
-        measure = OUTPUT_MEASURES[name]
-        outputs[name] = {
-            "measure": ERROR_MEASURES[measure],
-            **_summary(errors[measure], tolerance.bounds.get(measure)),
-            "max_abs": float(np.max(np.abs(a - b))) if not nonfinite else float("inf"),
-            "mean_abs": float(np.mean(np.abs(a - b))) if not nonfinite else float("inf"),
-            "nonfinite": nonfinite,
+    photos = []
+    for engine, (photo, _image, factor), reference in zip(outputs, probes, references, strict=True):
+        result = check_outputs(engine, reference, precision)
+        entry: dict[str, Any] = {
+            "photo": photo,
+            **PROBE_PHOTOS[photo],
+            "disparity_factor": [float(v) for v in factor],
+            "covariances": result.covariances.to_json(),
+            "outputs": {name: stats.to_json() for name, stats in result.outputs.items()},
         }
-        if nonfinite:
-            failures.append(f"{name}: {nonfinite} NaN/inf values")
-    covariances = {
-        "measure": ERROR_MEASURES["covariances"],
-        **_summary(errors["covariances"], tolerance.bounds["covariances"]),
-    }
-    sections = {**outputs, "covariances": covariances}
-    for measure, bound in tolerance.bounds.items():
-        stats = sections[measure]
-        if stats["fraction_within"] < tolerance.min_fraction_within:
-            failures.append(
-                f"{measure}: {100 * stats['fraction_within']:.3f} % of Gaussians within {bound.within:g}, "
-                f"{100 * tolerance.min_fraction_within:g} % required"
-            )
-        if not stats["max"] <= bound.max:  # also catches NaN
-            failures.append(f"{measure}: largest error {stats['max']:.2e} > {bound.max:g}")
+        photo_failures = list(result.failures)
+        if render_check is not None:
+            entry["render"] = render_check(engine, reference, *probe_camera(photo))
+            photo_failures += render_failures(entry["render"], TOLERANCES[precision])
+        entry["status"] = "failed" if photo_failures else "passed"
+        entry["failures"] = photo_failures
+        failures += [f"{photo}: {failure}" for failure in photo_failures]
+        photos.append(entry)
+    pooled = check_outputs(
+        {name: np.concatenate([o[name] for o in outputs]) for name in OUTPUT_NAMES},
+        {name: np.concatenate([r[name] for r in references]) for name in OUTPUT_NAMES},
+        precision,
+    )
     return {
+        **pooled.to_json(),
         "status": "failed" if failures else "passed",
-        "tolerance": tolerance.to_json(),
-        "outputs": outputs,
-        "covariances": covariances,
         "failures": failures,
+        "probes": photos,
+        "probe": {
+            "kind": "photos",
+            "photos": [photo for photo, _, _ in probes],
+            "preprocessing": "as sharp-rt predict: decode, 30 mm default focal length, bilinear resize to S",
+            "batch": int(probes[0][1].shape[0]),
+        },
     }
+
+
+def render_failures(render: Mapping[str, Any], tolerance: Tolerance) -> list[str]:
+    """Violations of ``tolerance.min_render_psnr_db`` by a render check's result (see ``RenderCheck``).
+
+    render: ``{"views": [{"view", "psnr_db", ...}], "nonfinite": int, ...}``.
+    """
+    failures = []
+    if render.get("nonfinite"):
+        failures.append(f"render: the splat holds {render['nonfinite']} NaN/inf values, nothing rendered")
+    bound = tolerance.min_render_psnr_db
+    if bound is not None:
+        for view in render["views"]:
+            if not view["psnr_db"] >= bound:  # also catches NaN
+                failures.append(f"render {view['view']}: PSNR {view['psnr_db']:.1f} dB < {bound:g} dB")
+    return failures

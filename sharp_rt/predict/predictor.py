@@ -5,10 +5,11 @@ Predictor.from_artifact("engines/sharp-fp16")        # engines.choice: TensorRT,
 Predictor.from_artifact("engines/sharp-aoti-cuda-fp16")   # an AOTInductor package
 Predictor.from_checkpoint(None, device="cpu", precision="bf16")   # PyTorch, no export needed
 Predictor.from_checkpoint(None, device="cuda", precision="fp16", compile=True)   # torch.compile, no TensorRT
+Predictor.from_checkpoint(None, backend="auto", precision="auto")   # the fastest engine, built once, cached
 
-predict(path | uint8 HxWx3, f_px=None)
+predict(path | uint8 HxWx3, f_px=None | focal_mm=None | fov_deg=None)   # a focal length given replaces EXIF
    load_image ─> preprocess(S) ─> engine.run(image, f_px / W) ─> unproject ─> Gaussians
-predict_many(paths)  # a background thread decodes + preprocesses image i+1 while the engine runs image i
+predict_many(paths, focal_mm=None)  # a thread decodes + preprocesses image i+1 while the engine runs image i
 ```
 
 Every engine's outputs are checked for NaN / inf before unprojection
@@ -30,62 +31,129 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import os
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
-from sharp_rt.core.errors import EngineError, SharpError
+from sharp_rt.core.contract import BackendRequest, PrecisionRequest, read_manifest
+from sharp_rt.core.errors import ArgumentError, ArgumentTypeError, EngineError, SharpError
+from sharp_rt.engines import load_artifact, open_choice
 from sharp_rt.engines.base import Engine, EngineInfo
+from sharp_rt.engines.choice import Choice, Machine, choose_artifact_engine, choose_engine
 from sharp_rt.runtime.gaussians import Gaussians, check_finite
-from sharp_rt.runtime.image_io import FocalRule
+from sharp_rt.runtime.image_io import (
+    DEFAULT_FOCAL_LENGTH_MM,
+    FocalOverride,
+    FocalRule,
+    focal_length_px,
+    load_image,
+)
+from sharp_rt.runtime.preprocess import preprocess
+from sharp_rt.runtime.prune import check_prune_options, prune_gaussians
+from sharp_rt.runtime.unproject import unproject_gaussians
 
 ENGINE_FAILURE_LIMIT = 3  # engine failures in a row (no success between) that stop predict_many
 
 
 @dataclasses.dataclass(frozen=True)
 class EngineSpec:
-    """How to open an engine: a small picklable value, so each Ray worker can open its own."""
+    """How to open an engine: a small picklable value, so each Ray worker can open its own.
+
+    The engine is decided once (:meth:`decided`: backend, precision and reason in ``choice``, the
+    manifest read once) and :meth:`open` runs exactly that decision, detecting nothing again.
+    A spec built without a choice is decided when it opens.
+    """
 
     artifact: Path | None = None  # export directory (sharp-rt export); None: PyTorch from ``checkpoint``
-    backend: str = "auto"  # auto, tensorrt, openvino, onnxruntime, aoti (artifacts); torch (checkpoints)
+    backend: BackendRequest = "auto"  # a core.contract.Backend (torch: checkpoints) or auto
     checkpoint: Path | None = None  # torch backend: .pt / .safetensors; None: the official checkpoint
     device: str = "auto"  # torch backend: auto, cpu, cuda[:N] or mps
     # Compute precision. torch: fp32, bf16, fp16 or auto (bf16 on a CPU with AMX-BF16 / AVX512-BF16,
     # else fp32); openvino: auto, fp32 or bf16 (from an fp32 export); onnxruntime / tensorrt / aoti: the
     # export's (auto: any). A precision the backend cannot compute from the export raises EngineError.
-    precision: str = "auto"
+    precision: PrecisionRequest = "auto"
     threads: int | None = None  # CPU threads for inference; None: the backend's default (all cores)
     compile: bool = False  # torch backend: torch.compile (Inductor; CUDA graphs on CUDA)
+    # No artifact, backend auto: the fastest engine for this machine, built from ``checkpoint`` into the
+    # user cache on first use and reused later (sharp_rt.export.first_run); validated after a build.
+    engine_cache: bool = False
+    validate: bool = True  # engine_cache: check a freshly built engine against sharp_ref on the probe
+    calibration: Path | None = None  # openvino int8: a folder of calibration photos (None: the shipped set)
+    choice: Choice | None = None  # the decision (decided()); None: decided when the engine opens
+
+    def decided(self, machine: Machine | None = None) -> EngineSpec:
+        """The spec with its engine decided: ``choice`` holds backend, precision, reason (and manifest).
+
+        machine: what the decision may consult (default :meth:`Machine.detect`, only when needed).
+        A spec with a choice, or one that builds its engine on first use (``engine_cache``:
+        :mod:`sharp_rt.export.first_run` decides there), is returned as it is.  Raises
+        SharpError / EngineError for a request this machine or export cannot run.
+        """
+        if self.choice is not None or (self.engine_cache and not self.uses_torch):
+            return self
+        if self.uses_torch:
+            if self.precision == "auto" and self.device not in ("auto", "cpu"):
+                choice = Choice("torch", "fp32", None, f"torch on {self.device}: fp32")
+            else:
+                machine = machine or Machine.detect()
+                choice = choose_engine(machine, [], backend="torch", precision=self.precision)
+        else:
+            assert self.artifact is not None  # not uses_torch
+            choice = choose_artifact_engine(
+                self.artifact, backend=self.backend, precision=self.precision, machine=machine
+            )
+        return dataclasses.replace(self, choice=choice)
 
     @property
     def uses_torch(self) -> bool:
         """True when the engine is ``sharp_ref`` in PyTorch (no export)."""
-        return self.artifact is None or self.backend == "torch"
+        return (self.artifact is None and not self.engine_cache) or self.backend == "torch"
 
     def resolution(self) -> int:
         """S, the engine's input side, read from the manifest or the checkpoint's shapes (cheap)."""
-        if self.uses_torch:
+        if self.uses_torch or self.artifact is None:
             from sharp_rt.sharp_ref.checkpoint import checkpoint_config, default_checkpoint_path
 
             return checkpoint_config(self.checkpoint or default_checkpoint_path()).internal_resolution
-        from sharp_rt.core.contract import read_manifest
-
+        if self.choice is not None and self.choice.manifest is not None:
+            return self.choice.manifest.internal_resolution
         return read_manifest(self.artifact).internal_resolution
 
     def num_gaussians(self) -> int:
         """N, the Gaussians per image, from the manifest or the checkpoint's shapes (cheap)."""
-        if self.uses_torch:
+        if self.uses_torch or self.artifact is None:
             from sharp_rt.sharp_ref.checkpoint import checkpoint_config, checkpoint_file
 
             return checkpoint_config(checkpoint_file(self.checkpoint)).num_gaussians
-        from sharp_rt.core.contract import read_manifest
-
+        if self.choice is not None and self.choice.manifest is not None:
+            return self.choice.manifest.num_gaussians
         return read_manifest(self.artifact).num_gaussians
 
-    def open(self) -> Engine:
-        """Load the engine this spec describes."""
+    def open(self, *, log=None, stage=None) -> Engine:
+        """Load the engine this spec describes.
+
+        With ``engine_cache``: ``log(line)`` gets what is built (or reused) and why, ``stage(name)``
+        (a context manager) wraps each long build step; both optional.
+        """
+        if self.engine_cache and not self.uses_torch:
+            from sharp_rt.export.first_run import cached_engine
+
+            options = {"log": log, "stage": stage} if log else {}
+            found = cached_engine(
+                self.checkpoint,
+                precision=self.precision,
+                threads=self.threads,
+                validate=self.validate,
+                **options,
+            )
+            details = {**found.engine.info.details, "chosen": found.why, "engine_cache": str(found.directory)}
+            found.engine.info = dataclasses.replace(found.engine.info, details=details)
+            return found.engine
+        choice = self.decided().choice
+        assert choice is not None
         if self.uses_torch:
             from sharp_rt.engines.torch_engine import TorchEngine
 
@@ -93,20 +161,14 @@ class EngineSpec:
                 import torch
 
                 torch.set_num_threads(self.threads)
-            precision = self.precision
-            if precision == "auto":
-                from sharp_rt.engines.choice import Machine, choose_engine
-
-                cpu = self.device in ("auto", "cpu")
-                precision = choose_engine(Machine.detect(), [], backend="torch").precision if cpu else "fp32"
             return TorchEngine.from_checkpoint(
-                self.checkpoint, device=self.device, precision=precision, compile=self.compile
+                self.checkpoint, device=self.device, precision=choice.precision, compile=self.compile
             )
-        from sharp_rt.engines import load_artifact
-
-        threads = self.threads and self.backend not in ("tensorrt", "aoti")
-        options = {"threads": self.threads} if threads else {}
-        return load_artifact(self.artifact, backend=self.backend, precision=self.precision, **options)
+        threads = self.threads and choice.backend not in ("tensorrt", "aoti")
+        options: dict = {"threads": self.threads} if threads else {}
+        if self.calibration is not None:
+            options["calibration"] = self.calibration
+        return open_choice(choice, **options)
 
 
 @dataclasses.dataclass
@@ -136,31 +198,71 @@ def prepare_image(
     f_px: float | None = None,
     *,
     focal_rule: FocalRule = "sensor",
+    focal: FocalOverride | None = None,
 ) -> Prepared:
     """Decode (if a path) and preprocess one image to [1, 3, S, S] (S = ``resolution``).
 
-    image: a path, or uint8 [H, W, 3] (then ``f_px`` or the 30 mm default).
-    focal_rule: how a path's EXIF gives ``f_px`` (:mod:`sharp_rt.runtime.image_io`).
+    image: a path, or uint8 [H, W, 3] (then the focal length given, or the 30 mm default).
+    f_px: the focal length in pixels, replacing EXIF (shorthand for ``focal=FocalOverride(f_px=...)``).
+    focal: a focal length the user states in any form (:class:`~sharp_rt.runtime.image_io.FocalOverride`:
+    pixels, 35 mm equivalent, horizontal field of view), replacing EXIF.
+    focal_rule: how a path's EXIF gives ``f_px`` when no focal length is given
+    (:mod:`sharp_rt.runtime.image_io`).
+    Raises :class:`~sharp_rt.core.errors.SharpError` when ``f_px`` and ``focal`` are both given,
+    or for a focal length that is not positive.
     """
-    from sharp_rt.runtime.image_io import DEFAULT_FOCAL_LENGTH_MM, focal_length_px, load_image
-    from sharp_rt.runtime.preprocess import preprocess
-
+    if f_px is not None:
+        if focal is not None:
+            raise ArgumentError("f_px and focal both give the focal length", hint="give one of them")
+        focal = FocalOverride(f_px=f_px)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     if isinstance(image, str | Path):
-        loaded = load_image(image, focal_rule=focal_rule)
-        pixels, f_px = loaded.image, f_px or loaded.f_px
+        loaded = load_image(image, focal_rule=focal_rule, focal=focal)
+        pixels, f_px = loaded.image, loaded.f_px
     else:
         pixels = np.asarray(image)
         if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
-            raise SharpError(f"Expected a uint8 [H, W, 3] image, got {pixels.dtype} {list(pixels.shape)}")
-        if f_px is None:
-            f_px = focal_length_px(pixels.shape[1], pixels.shape[0], DEFAULT_FOCAL_LENGTH_MM)
+            raise ArgumentTypeError(
+                f"Expected a uint8 [H, W, 3] image, got {pixels.dtype} {list(pixels.shape)}",
+                hint="convert it, e.g. floats in [0, 1]: (np.clip(a, 0, 1) * 255).round().astype(np.uint8)",
+            )
+        height, width = pixels.shape[:2]
+        if focal is not None:
+            f_px = focal.pixels(width, height)
+        else:
+            f_px = focal_length_px(width, height, DEFAULT_FOCAL_LENGTH_MM)
     seconds["load"] = time.perf_counter() - started
     started = time.perf_counter()
     tensor = preprocess(pixels, resolution)
     seconds["preprocess"] = time.perf_counter() - started
     return Prepared(tensor, float(f_px), pixels.shape[1], pixels.shape[0], seconds)
+
+
+def source_paths(sources: Iterable[str | Path]) -> list[Path]:
+    """``predict_many``'s sources as paths; ArgumentTypeError for one path or a non-path item.
+
+    A ``str`` is iterable, so ``predict_many("a.jpg")`` would otherwise predict ``a``, ``.``,
+    ``j``, ``p``, ``g``.
+    """
+    if isinstance(sources, str | bytes | os.PathLike):
+        raise ArgumentTypeError(
+            f"predict_many takes an iterable of image paths, got the single path {sources!r}",
+            hint=f"pass a list, predict_many([{sources!r}]), or call predict({sources!r}) for one image",
+        )
+    try:
+        items = list(sources)
+    except TypeError:
+        raise ArgumentTypeError(
+            f"predict_many takes an iterable of image paths, got {type(sources).__name__}"
+        ) from None
+    for item in items:
+        if not isinstance(item, str | os.PathLike) or isinstance(item, bytes):
+            raise ArgumentTypeError(
+                f"predict_many takes image paths (str or Path), got {type(item).__name__} {item!r:.60}",
+                hint="for an image array use predict(array)",
+            )
+    return [Path(item) for item in items]
 
 
 def check_engine_outputs(outputs: dict[str, np.ndarray], info: EngineInfo) -> None:
@@ -182,8 +284,6 @@ def as_image_error(error: Exception, stage: str) -> SharpError:
 
 def unproject_outputs(outputs: dict[str, np.ndarray], f_px: float, width: int, height: int) -> Gaussians:
     """One image's NDC engine outputs (the five contract arrays, no batch dim) -> metric Gaussians."""
-    from sharp_rt.runtime.unproject import unproject_gaussians
-
     ndc = Gaussians(**outputs, f_px=f_px, image_size=(width, height), color_space="linearRGB", space="ndc")
     return unproject_gaussians(ndc)
 
@@ -193,14 +293,30 @@ class Predictor:
 
     focal_rule: how EXIF gives the focal length of image files (``"sensor"`` or
     ``"ml-sharp"``, :mod:`sharp_rt.runtime.image_io`).
+    max_gaussians / prune: reduce every result to at most ``max_gaussians`` Gaussians and/or
+    by the fraction ``prune`` (in [0, 1)), keeping what matters most to the rendered image
+    (:func:`sharp_rt.runtime.prune.prune_gaussians`); a :class:`SharpError` for
+    ``max_gaussians <= 0`` or a fraction outside [0, 1).  Default: every Gaussian.
     """
 
-    def __init__(self, engine: Engine, *, focal_rule: FocalRule = "sensor") -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        focal_rule: FocalRule = "sensor",
+        max_gaussians: int | None = None,
+        prune: float | None = None,
+    ) -> None:
+        check_prune_options(max_gaussians, prune)
         self.engine = engine
         self.focal_rule = focal_rule
+        # Pruning of every result (sharp_rt.runtime.prune): keep at most max_gaussians, and/or all
+        # but the fraction prune, by importance to the rendered image; None and None: all of them.
+        self.max_gaussians = max_gaussians
+        self.prune = prune
 
     @classmethod
-    def from_artifact(cls, path: str | Path, *, backend: str = "auto", **options) -> Predictor:
+    def from_artifact(cls, path: str | Path, *, backend: BackendRequest = "auto", **options) -> Predictor:
         """Load an export directory; ``backend``: auto, tensorrt, openvino, onnxruntime or aoti.
 
         ``auto``: the engine :func:`sharp_rt.engines.load_artifact` chooses; a TensorRT plan
@@ -209,35 +325,70 @@ class Predictor:
         go to the engine (e.g. ``providers=[...]``, ``threads=2``, ``precision="fp16"``;
         OpenVINO: ``precision="auto" | "fp32" | "bf16"``, see ``sharp_rt.engines.load_artifact``).
         """
-        from sharp_rt.engines import load_artifact
-
         return cls(load_artifact(path, backend=backend, **options))
 
     @classmethod
-    def from_spec(cls, spec: EngineSpec, *, focal_rule: FocalRule = "sensor") -> Predictor:
-        """Open the engine an :class:`EngineSpec` describes."""
-        return cls(spec.open(), focal_rule=focal_rule)
+    def from_spec(
+        cls,
+        spec: EngineSpec,
+        *,
+        focal_rule: FocalRule = "sensor",
+        max_gaussians: int | None = None,
+        prune: float | None = None,
+    ) -> Predictor:
+        """Open the engine an :class:`EngineSpec` describes (pruning options as for the constructor)."""
+        return cls(spec.open(), focal_rule=focal_rule, max_gaussians=max_gaussians, prune=prune)
 
     @classmethod
     def from_checkpoint(
         cls,
         path: str | Path | None = None,
         device: str = "auto",
-        precision: str = "fp32",
+        precision: PrecisionRequest = "fp32",
         compile: bool = False,
+        *,
+        backend: BackendRequest = "torch",
+        threads: int | None = None,
+        validate: bool = True,
+        log=None,
     ) -> Predictor:
-        """Run ``sharp_ref`` in PyTorch from a checkpoint (default: the official one).
+        """Run a checkpoint (default: the official one): ``sharp_ref`` in PyTorch, or its cached engine.
 
-        ``compile=True``: torch.compile (Inductor, CUDA graphs on CUDA); the first
-        prediction compiles (minutes for the full model).
+        ``backend="torch"`` (default): PyTorch; ``compile=True``: torch.compile (Inductor, CUDA
+        graphs on CUDA); the first prediction compiles (minutes for the full model).
+        ``backend="auto"``: the fastest engine this machine runs (e.g. OpenVINO bf16 on a CPU with
+        bf16 units), built from the checkpoint into ``<sharp-rt cache>/engines/`` on first use
+        (an ONNX export, then validated against ``sharp_ref`` on the probe photo unless
+        ``validate=False``) and reused later (:mod:`sharp_rt.export.first_run`); ``log(line)`` gets
+        what was built or reused and why.  ``precision="auto"`` lets it pick bf16.
+        Raises :class:`~sharp_rt.core.errors.EngineError` when a fresh build fails its validation.
         """
+        if backend == "auto":
+            spec = EngineSpec(
+                checkpoint=Path(path) if path is not None else None,
+                backend="auto",
+                precision=precision,
+                threads=threads,
+                engine_cache=True,
+                validate=validate,
+            )
+            return cls(spec.open(log=log))
+        if backend != "torch":
+            raise ArgumentError(
+                f"from_checkpoint runs backend 'torch' or 'auto', not {backend!r}",
+                hint="for an export directory use Predictor.from_artifact",
+            )
         from sharp_rt.engines.torch_engine import TorchEngine
 
         return cls(TorchEngine.from_checkpoint(path, device=device, precision=precision, compile=compile))
 
-    def prepare(self, image: np.ndarray | str | Path, f_px: float | None = None) -> Prepared:
-        """Decode (if a path) and preprocess one image for this engine."""
-        return prepare_image(image, self.engine.info.resolution, f_px, focal_rule=self.focal_rule)
+    def prepare(
+        self, image: np.ndarray | str | Path, f_px: float | None = None, *, focal: FocalOverride | None = None
+    ) -> Prepared:
+        """Decode (if a path) and preprocess one image for this engine (:func:`prepare_image`)."""
+        return prepare_image(
+            image, self.engine.info.resolution, f_px, focal_rule=self.focal_rule, focal=focal
+        )
 
     def run_engine(self, prepared: Prepared) -> tuple[dict[str, np.ndarray], float]:
         """The engine's NDC outputs for a prepared image (batch dim dropped) and the seconds it took."""
@@ -249,7 +400,10 @@ class Predictor:
     def to_gaussians(self, outputs: dict[str, np.ndarray], prepared: Prepared) -> Gaussians:
         """Check one image's engine outputs (NaN / inf) and unproject them to metric Gaussians."""
         check_engine_outputs(outputs, self.engine.info)
-        return unproject_outputs(outputs, prepared.f_px, prepared.width, prepared.height)
+        metric = unproject_outputs(outputs, prepared.f_px, prepared.width, prepared.height)
+        if self.max_gaussians is not None or self.prune is not None:
+            metric = prune_gaussians(metric, self.max_gaussians, self.prune)
+        return metric
 
     def infer(self, prepared: Prepared) -> tuple[Gaussians, dict[str, float]]:
         """Run the engine on a prepared image, check its outputs and unproject to metric Gaussians."""
@@ -258,27 +412,60 @@ class Predictor:
         metric = self.to_gaussians(outputs, prepared)
         return metric, {"inference": inference, "unproject": time.perf_counter() - started}
 
-    def predict(self, image: np.ndarray | str | Path, f_px: float | None = None) -> Gaussians:
-        """Metric Gaussians of one image (a path, or uint8 [H, W, 3] with ``f_px`` or the 30 mm default)."""
-        return self.infer(self.prepare(image, f_px))[0]
+    def predict(
+        self,
+        image: np.ndarray | str | Path,
+        f_px: float | None = None,
+        *,
+        focal_mm: float | None = None,
+        fov_deg: float | None = None,
+    ) -> Gaussians:
+        """Metric Gaussians of one image: a path, or uint8 [H, W, 3].
 
-    def predict_many(self, sources: Iterable[str | Path]) -> Iterator[Prediction]:
+        The focal length, at most one of: ``f_px`` (pixels), ``focal_mm`` (35 mm equivalent,
+        converted with the image diagonal) or ``fov_deg`` (horizontal field of view of the
+        upright image); it replaces EXIF and is the camera the Gaussians record (``f_px``,
+        the ``.ply``'s intrinsic).  None of them: EXIF for a path, 30 mm for an array.
+        Raises :class:`~sharp_rt.core.errors.SharpError` for more than one, or a bad value.
+        """
+        focal = FocalOverride.from_options(f_px, focal_mm, fov_deg)
+        return self.infer(self.prepare(image, focal=focal))[0]
+
+    def predict_many(
+        self,
+        sources: Iterable[str | Path],
+        *,
+        f_px: float | None = None,
+        focal_mm: float | None = None,
+        fov_deg: float | None = None,
+    ) -> Iterator[Prediction]:
         """Predict images in order, decoding image i+1 in a background thread while image i runs.
 
+        ``f_px`` / ``focal_mm`` / ``fov_deg``: one focal length for every image, as in
+        :meth:`predict` (``focal_mm`` and ``fov_deg`` are converted with each image's size);
+        checked before the first image is read.
         A failing image (any exception) yields a :class:`Prediction` with ``error`` set; the
         rest go on.  Raises :class:`~sharp_rt.core.errors.EngineError` once the engine has
         failed on :data:`ENGINE_FAILURE_LIMIT` images in a row: it would fail on all of them.
+        Raises :class:`~sharp_rt.core.errors.ArgumentTypeError` (a ``TypeError``) at the call,
+        before any image is read, when ``sources`` is one path (a ``str``) or holds something
+        that is not a path; a bad focal length is an ``ArgumentError`` (a ``ValueError``).
         """
-        sources = [Path(s) for s in sources]
+        focal = FocalOverride.from_options(f_px, focal_mm, fov_deg)  # a bad value: one error, up front
+        return self._predict_each(source_paths(sources), focal)
+
+    def _predict_each(self, sources: list[Path], focal: FocalOverride | None) -> Iterator[Prediction]:
+        """:meth:`predict_many` after its arguments are checked (a generator: runs as it is consumed)."""
         engine_failures = 0  # in a row
         with concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="sharp-rt-decode"
         ) as pool:
-            pending = pool.submit(self.prepare, sources[0]) if sources else None
+            pending = pool.submit(self.prepare, sources[0], focal=focal) if sources else None
             for index, source in enumerate(sources):
                 assert pending is not None
                 current = pending
-                pending = pool.submit(self.prepare, sources[index + 1]) if index + 1 < len(sources) else None
+                following = index + 1 < len(sources)
+                pending = pool.submit(self.prepare, sources[index + 1], focal=focal) if following else None
                 try:
                     prepared = current.result()
                 except Exception as error:  # this image cannot be read: the others can

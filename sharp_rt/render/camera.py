@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -31,7 +31,6 @@ from sharp_rt.core.errors import SharpError
 if TYPE_CHECKING:
     from sharp_rt.runtime.gaussians import Gaussians
 
-TrajectoryKind = Literal["swipe", "shake", "rotate", "rotate_forward"]
 TRAJECTORY_KINDS: tuple[str, ...] = ("swipe", "shake", "rotate", "rotate_forward")
 
 # Depth quantiles of the scene (of Gaussian centres in front of the input camera).

@@ -15,7 +15,7 @@ once and keeps its work buffers, so rendering many frames costs no set-up.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
 
@@ -28,8 +28,9 @@ if TYPE_CHECKING:
     from sharp_rt.render.camera import Camera
     from sharp_rt.runtime.gaussians import Gaussians
 
-BackendName = Literal["auto", "torch", "gsplat"]
-BACKENDS: tuple[str, ...] = ("auto", "torch", "gsplat")
+# The rasterizers (not the inference engines of core.contract.Backend); auto: gsplat where it runs, else torch
+Rasterizer = Literal["auto", "torch", "gsplat"]
+RASTERIZERS: tuple[Rasterizer, ...] = get_args(Rasterizer)
 EPS2D = 0.3  # low-pass filter added to every projected covariance (pixels²), as 3DGS
 
 
@@ -40,13 +41,6 @@ class Rendering:
     image: np.ndarray  # [H, W, 3] colour in [0, 1] over the background, sRGB unless linear was asked for
     depth: np.ndarray  # [H, W] expected depth along the camera axis (scene units), 0 where alpha is 0
     alpha: np.ndarray  # [H, W] opacity in [0, 1]
-
-
-def cuda_available() -> bool:
-    """Whether torch sees a CUDA device."""
-    import torch
-
-    return bool(torch.cuda.is_available())
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -74,11 +68,11 @@ def resolve_device(device: str | None) -> torch.device:
     return resolved
 
 
-def choose_backend(backend: str, device: torch.device) -> str:
-    """Resolve ``"auto"`` and check that the requested backend can run on ``device``."""
+def choose_backend(backend: Rasterizer | str, device: torch.device) -> Rasterizer:
+    """Resolve ``"auto"`` and check that the requested rasterizer (:data:`RASTERIZERS`) runs on ``device``."""
     from sharp_rt.render import rasterize_gsplat
 
-    if backend not in BACKENDS:
+    if backend not in RASTERIZERS:
         raise RenderError(f"Unknown renderer {backend!r}", hint="choose torch, gsplat or auto")
     if backend == "torch":
         return "torch"

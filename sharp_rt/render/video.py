@@ -1,85 +1,37 @@
 """Trajectory videos: ``<stem>.mp4`` (sRGB colour) and ``<stem>.depth.mp4`` (turbo-coloured depth).
 
 Frames are rendered with a :class:`~sharp_rt.render.renderer.Renderer` along a
-:func:`~sharp_rt.render.camera.trajectory` and encoded with imageio-ffmpeg (H.264,
+:func:`~sharp_rt.render.camera.trajectory` and encoded with imageio-ffmpeg's ffmpeg (H.264,
 yuv420p).  Both files are written under temporary names in the output directory and
-renamed into place only when both are complete, so an interrupted run leaves no
-half-written video behind.  Depth is shown like ml-sharp does: the turbo colour map
-from 0 to the largest depth of the first frame (capped at 50 m).
+renamed into place only when both are complete and checked (:mod:`.video_file`), so an
+interrupted run or a full disk leaves no half-written video behind.  Scenes that cannot
+be rendered and sizes that do not fit in memory are refused first (:mod:`.limits`).
+Depth is shown like ml-sharp does: the turbo colour map from 0 to the largest depth of
+the first frame (capped at 50 m).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sharp_rt.core.errors import OutputError, RenderError
+from sharp_rt.core.errors import RenderError
+from sharp_rt.render.stereo import DEFAULT_BASELINE_M
+from sharp_rt.render.video_file import VideoFile
+from sharp_rt.runtime.depth_map import colorize_depth  # the colour map of depth maps and videos alike
 
 if TYPE_CHECKING:
+    from sharp_rt.render.camera import Camera
+    from sharp_rt.render.renderer import Renderer
     from sharp_rt.runtime.gaussians import Gaussians
 
 MAX_DEPTH_RANGE = 50.0  # metres; the depth colour map never spans more (as ml-sharp)
 VIDEO_QUALITY = 8  # imageio-ffmpeg quality, 0 (worst) to 10 (best)
 CPU_MAX_SIDE = 768  # default longest video side when rendering on the CPU (GPUs: the photo's size)
-
-# The turbo colour map (Google, 2019) sampled at 33 evenly spaced points; linear
-# interpolation between them stays within one step of the 256-entry table.
-TURBO = np.array(
-    [
-        [0.1900, 0.0718, 0.2322],
-        [0.2250, 0.1635, 0.4510],
-        [0.2511, 0.2524, 0.6337],
-        [0.2682, 0.3382, 0.7805],
-        [0.2763, 0.4212, 0.8912],
-        [0.2754, 0.5012, 0.9659],
-        [0.2586, 0.5796, 0.9988],
-        [0.2138, 0.6589, 0.9796],
-        [0.1584, 0.7355, 0.9230],
-        [0.1117, 0.8057, 0.8452],
-        [0.0927, 0.8655, 0.7623],
-        [0.1201, 0.9119, 0.6866],
-        [0.1966, 0.9490, 0.5947],
-        [0.3051, 0.9770, 0.4899],
-        [0.4278, 0.9942, 0.3858],
-        [0.5466, 0.9991, 0.2958],
-        [0.6436, 0.9900, 0.2336],
-        [0.7260, 0.9647, 0.2064],
-        [0.8047, 0.9245, 0.2046],
-        [0.8753, 0.8727, 0.2156],
-        [0.9330, 0.8124, 0.2267],
-        [0.9732, 0.7468, 0.2254],
-        [0.9931, 0.6741, 0.2035],
-        [0.9959, 0.5870, 0.1690],
-        [0.9836, 0.4929, 0.1285],
-        [0.9580, 0.3996, 0.0883],
-        [0.9210, 0.3149, 0.0548],
-        [0.8742, 0.2453, 0.0330],
-        [0.8161, 0.1846, 0.0181],
-        [0.7462, 0.1310, 0.0085],
-        [0.6645, 0.0844, 0.0042],
-        [0.5710, 0.0447, 0.0053],
-        [0.4796, 0.0158, 0.0106],
-    ],
-    dtype=np.float32,
-)  # [33, 3]
-
-
-def colorize_depth(depth: np.ndarray, max_depth: float) -> np.ndarray:
-    """Turbo-coloured depth, uint8 [H, W, 3]: 0 m is dark blue, ``max_depth`` and beyond dark red."""
-    scale = 1.0 / max(float(max_depth), 1e-12)
-    t = np.clip(np.nan_to_num(np.asarray(depth, dtype=np.float32) * scale), 0.0, 1.0) * (
-        len(TURBO) - 1
-    )  # [H, W]
-    low = np.minimum(t.astype(np.int64), len(TURBO) - 2)
-    frac = (t - low)[..., None]
-    rgb = TURBO[low] * (1.0 - frac) + TURBO[low + 1] * frac  # [H, W, 3]
-    return (rgb * 255.0 + 0.5).astype(np.uint8)
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
@@ -104,61 +56,13 @@ class RenderOptions:
     device: str | None = None  # None / "auto": CUDA, else MPS, else CPU
     overwrite: bool = False
     depth_video: bool = True
+    # Stereo (sharp_rt.render.stereo): <stem>.stereo.mp4 + <stem>.stereo.png (the photo's view), side by
+    # side, instead of the colour and depth videos; baseline in scene units (metres).
+    stereo: bool = False
+    baseline: float = DEFAULT_BASELINE_M
 
 
-class _VideoFile:
-    """An imageio-ffmpeg writer on a temporary file next to its destination."""
-
-    def __init__(self, path: Path, fps: float) -> None:
-        import imageio.v2 as imageio
-
-        self.path = path
-        from sharp_rt.core.atomic import temporary_name
-
-        self.tmp = temporary_name(path.parent, ".tmp.mp4")  # ffmpeg picks the container by the suffix
-        try:
-            self.writer: Any = imageio.get_writer(
-                self.tmp,
-                format="FFMPEG",
-                mode="I",
-                fps=fps,
-                codec="libx264",
-                pixelformat="yuv420p",
-                quality=VIDEO_QUALITY,
-                macro_block_size=2,
-                ffmpeg_log_level="error",
-            )
-        except OSError as exc:
-            from sharp_rt.core.atomic import output_error
-
-            raise output_error(path, exc) from exc
-
-    def append(self, frame: np.ndarray) -> None:
-        """Encode one uint8 [H, W, 3] frame."""
-        self.writer.append_data(frame)
-
-    def close(self) -> None:
-        """Finish encoding (the file stays under its temporary name)."""
-        self.writer.close()
-
-    def discard(self) -> None:
-        """Stop and delete the temporary file."""
-        with contextlib.suppress(Exception):
-            self.writer.close()
-        with contextlib.suppress(OSError):
-            self.tmp.unlink()
-
-    def publish(self, overwrite: bool) -> Path:
-        """Rename the finished file to its destination."""
-        if not overwrite and self.path.exists():
-            raise OutputError(f"{self.path} already exists.", hint="pass --overwrite to replace it")
-        try:
-            os.replace(self.tmp, self.path)
-        except OSError as exc:
-            from sharp_rt.core.atomic import output_error
-
-            raise output_error(self.path, exc) from exc
-        return self.path
+_VideoFile = VideoFile  # the writer: temporary file, checked encode, atomic rename (video_file.py)
 
 
 def _check_video_dependencies() -> None:
@@ -189,13 +93,22 @@ def check_render_options(options: RenderOptions) -> None:
     if isinstance(options.resolution, str | None):
         check_resolution(options.resolution)
     check_trajectory(options.trajectory)
+    if options.stereo:
+        from sharp_rt.render.stereo import check_baseline
+
+        check_baseline(options.baseline)
     if options.fps <= 0:
         raise RenderError(f"--fps must be positive, got {options.fps}")
     _check_video_dependencies()
 
 
 def video_paths(video: Path, options: RenderOptions) -> list[Path]:
-    """The files :func:`render_video` writes for ``video``: ``<stem>.mp4`` (and ``<stem>.depth.mp4``)."""
+    """The files :func:`render_video` writes for ``video``: ``<stem>.mp4`` (and ``<stem>.depth.mp4``).
+
+    Stereo: ``<stem>.stereo.mp4`` and ``<stem>.stereo.png`` (the photo's view).
+    """
+    if options.stereo:
+        return [video.with_name(f"{video.stem}.stereo.mp4"), video.with_name(f"{video.stem}.stereo.png")]
     return [video, depth_video_path(video)] if options.depth_video else [video]
 
 
@@ -211,24 +124,30 @@ def render_video(
 
     ``progress(done, total)`` is called after every frame and ``log(message)`` for
     notices (backend, device, gsplat compilation).  Returns the written paths (colour
-    video first).  Raises :class:`~sharp_rt.core.errors.SharpError` subclasses for user errors,
-    :class:`~sharp_rt.core.errors.NonFiniteError` for NaN / inf values (as ``predict`` does).
+    video first).  Raises :class:`~sharp_rt.core.errors.SharpError` subclasses for user errors:
+    ``RenderError`` for a scene with no Gaussians, a broken camera or a size that does not fit
+    in memory, ``NonFiniteError`` for NaN / inf values, ``OutputError`` (``DiskFullError`` for
+    a full disk) when a video cannot be written or does not check out.
     """
     from sharp_rt.core.atomic import check_destination
     from sharp_rt.render.camera import parse_resolution, trajectory
+    from sharp_rt.render.limits import check_render_memory, check_scene
     from sharp_rt.render.rasterize_gsplat import jit_notice
     from sharp_rt.render.renderer import Renderer
-    from sharp_rt.runtime.gaussians import check_finite
     from sharp_rt.runtime.memory import raise_malloc_thresholds
 
     options = options or RenderOptions()
     out_path = Path(out_path)
-    check_finite(gaussians, "The Gaussians")  # as predict checks engine outputs: count, cause, "try fp32"
+    check_scene(gaussians)  # no Gaussians, a broken camera, NaN / inf: one clear message each
     targets = video_paths(out_path, options)
     for target in targets:
         check_destination(target, options.overwrite)
     if options.fps <= 0:
         raise RenderError(f"--fps must be positive, got {options.fps}")
+    if options.stereo:
+        from sharp_rt.render.stereo import check_baseline
+
+        check_baseline(options.baseline)
     _check_video_dependencies()
     raise_malloc_thresholds()  # keep the per-frame buffers instead of page-faulting them in again
     renderer = Renderer(gaussians, backend=options.renderer, device=options.device)
@@ -238,6 +157,7 @@ def render_video(
     else:  # the photo's size, but CPU rendering defaults to a size it renders in seconds per frame
         on_cpu = renderer.device.type == "cpu"
         resolution = parse_resolution(options.resolution, gaussians, CPU_MAX_SIDE if on_cpu else None)
+    check_render_memory(gaussians, resolution, renderer.device, videos=len(targets))
     cameras = trajectory(gaussians, options.trajectory, options.frames, resolution)
     if log:
         log(
@@ -247,6 +167,8 @@ def render_video(
         notice = jit_notice() if renderer.backend == "gsplat" else None
         if notice:
             log(notice)
+    if options.stereo:
+        return _render_stereo(gaussians, renderer, cameras, targets, options, progress)
 
     files: list[_VideoFile] = []
     try:
@@ -274,3 +196,50 @@ def render_video(
 
             raise output_error(out_path, exc) from exc
         raise
+
+
+def _render_stereo(
+    gaussians: Gaussians,
+    renderer: Renderer,
+    cameras: list[Camera],
+    targets: list[Path],
+    options: RenderOptions,
+    progress: Callable[[int, int], None] | None,
+) -> list[Path]:
+    """``options.stereo``: the side-by-side video along ``cameras`` and the photo's view as a PNG.
+
+    targets: ``[<stem>.stereo.mp4, <stem>.stereo.png]`` (:func:`video_paths`); both are
+    published only when both are complete.  Each eye has the size of ``cameras``.
+    """
+    import io
+
+    from PIL import Image
+
+    from sharp_rt.core.atomic import write_atomic
+    from sharp_rt.render.camera import Camera, scene_depth_range
+    from sharp_rt.render.stereo import focus_distance, render_side_by_side
+
+    focus = np.array([0.0, 0.0, scene_depth_range(gaussians).focus])  # what the trajectory looks at
+    video_target, image_target = targets
+    base = cameras[0]
+    photo_view = Camera.for_gaussians(gaussians, (base.width, base.height))
+    still = render_side_by_side(renderer, photo_view, options.baseline, focus_distance(photo_view, focus))
+    png = io.BytesIO()
+    Image.fromarray(to_uint8(still)).save(png, format="PNG")
+    video = VideoFile(video_target, options.fps)
+    try:
+        for index, camera in enumerate(cameras):
+            frame = render_side_by_side(renderer, camera, options.baseline, focus_distance(camera, focus))
+            video.append(to_uint8(frame))
+            if progress:
+                progress(index + 1, len(cameras))
+        video.close()
+        written = [video.publish(options.overwrite)]
+    except BaseException as exc:
+        video.discard()
+        if isinstance(exc, OSError):
+            from sharp_rt.core.atomic import output_error
+
+            raise output_error(video_target, exc) from exc
+        raise
+    return [*written, write_atomic(image_target, png.getvalue(), overwrite=options.overwrite)]

@@ -23,17 +23,26 @@ written straight from it: no per-row Python, no file-sized temporary.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import plyfile
 
 from sharp_rt.core.atomic import BackgroundWriter, atomic_write
 from sharp_rt.core.errors import SharpError
 from sharp_rt.runtime.color import linear_to_srgb, rgb_to_sh, sh_to_rgb, srgb_to_linear
 from sharp_rt.runtime.gaussians import Gaussians
+from sharp_rt.runtime.intrinsics import (
+    MAX_FIELD_OF_VIEW,
+    MAX_IMAGE_SIDE,
+    MIN_FIELD_OF_VIEW,
+    diagonal_field_of_view,
+)
 from sharp_rt.runtime.memory import raise_malloc_thresholds
+
+if TYPE_CHECKING:  # plyfile is needed to read PLY files only (read_ply imports it)
+    import plyfile
 
 Layout = Literal["sharp", "plain"]
 
@@ -49,13 +58,60 @@ ROWS_PER_CHUNK = 65536
 FLOAT32_MAX = np.finfo(np.float32).max
 
 
+# The camera a file may hold (intrinsic f, image_size W x H): what a photo's camera can be.
+
+
 class PlyError(SharpError):
     """A .ply file cannot be read or is not a 3DGS file."""
 
 
-def ply_header(n: int, layout: Layout) -> bytes:
-    """The exact header sharp-rt (and ml-sharp, for ``"sharp"``) writes for ``n`` Gaussians."""
-    lines = ["ply", "format binary_little_endian 1.0", f"element vertex {n}"]
+def check_camera(
+    f_px: float, image_size: tuple[float, float], source: str, error: type[SharpError] = PlyError
+) -> tuple[float, tuple[int, int]]:
+    """Return ``(f_px, (W, H))`` if they describe a photo's pinhole camera, else raise ``error``.
+
+    f_px: focal length in pixels (the ``intrinsic`` element's f); image_size: (W, H) in pixels.
+    source: what holds the camera, as the message's subject (e.g. a file's path).
+    A valid camera has a finite, positive f; whole-number sides of 1 to
+    :data:`MAX_IMAGE_SIDE` px; and a diagonal field of view ``2 atan(hypot(W, H) / 2f)``
+    between :data:`MIN_FIELD_OF_VIEW` and :data:`MAX_FIELD_OF_VIEW` degrees.  Without this
+    check f = NaN or a 4e9 x 3e9 image renders black frames and f = 0 divides by zero.
+    """
+    hint = "The file's 'intrinsic' / 'image_size' elements are damaged; write the file again from its photo."
+    try:
+        f = float(f_px)
+        sides = [float(side) for side in image_size]
+    except (TypeError, ValueError):
+        unreadable = f"{source} holds an unreadable camera: f = {f_px!r}, image size {image_size!r}."
+        raise error(unreadable, hint) from None
+    if not (np.isfinite(f) and f > 0):
+        raise error(f"{source} holds an invalid camera: focal length f = {f:g} px (must be positive).", hint)
+    if len(sides) != 2 or not all(np.isfinite(s) and s == int(s) and 1 <= s <= MAX_IMAGE_SIDE for s in sides):
+        shown = "x".join(f"{s:g}" for s in sides)
+        raise error(
+            f"{source} holds an invalid camera: image size {shown} px "
+            f"(each side must be a whole number of 1 to {MAX_IMAGE_SIDE:,} px).",
+            hint,
+        )
+    width, height = int(sides[0]), int(sides[1])
+    fov = diagonal_field_of_view(f, width, height)
+    if not MIN_FIELD_OF_VIEW <= fov <= MAX_FIELD_OF_VIEW:
+        raise error(
+            f"{source} holds an invalid camera: f = {f:g} px on a {width}x{height} px image is a "
+            f"{fov:.3g} degree field of view (a photo's is {MIN_FIELD_OF_VIEW:g} to {MAX_FIELD_OF_VIEW:g}).",
+            hint,
+        )
+    return f, (width, height)
+
+
+def ply_header(n: int, layout: Layout, comments: Sequence[str] = ()) -> bytes:
+    """The exact header sharp-rt (and ml-sharp, for ``"sharp"``) writes for ``n`` Gaussians.
+
+    comments: ASCII lines (without the ``comment`` keyword) placed after the ``format`` line,
+    e.g. the source record of :class:`sharp_rt.core.naming.SourceRecord`; readers ignore them.
+    """
+    lines = ["ply", "format binary_little_endian 1.0", *(f"comment {c}" for c in comments)]
+    lines.append(f"element vertex {n}")
     lines += [f"property float {name}" for name in VERTEX_PROPERTIES]
     if layout == "sharp":
         for name, count, kind in (
@@ -170,12 +226,18 @@ def _fill_rows(g: Gaussians, start: int, stop: int, columns: np.ndarray, rows: n
 
 
 def write_ply(
-    gaussians: Gaussians, path: str | Path, *, layout: Layout = "sharp", overwrite: bool = False
+    gaussians: Gaussians,
+    path: str | Path,
+    *,
+    layout: Layout = "sharp",
+    overwrite: bool = False,
+    comments: Sequence[str] = (),
 ) -> Path:
     """Write metric Gaussians as a 3DGS ``.ply`` (ml-sharp's layout, or ``"plain"``: vertices only).
 
     The file appears atomically; an existing ``path`` is an
-    :class:`~sharp_rt.core.errors.OutputError` unless ``overwrite``.  Returns the path.
+    :class:`~sharp_rt.core.errors.OutputError` unless ``overwrite``.  ``comments``: header
+    comment lines (see :func:`ply_header`).  Returns the path.
     """
     if layout not in ("sharp", "plain"):
         raise ValueError(f"layout must be 'sharp' or 'plain', got {layout!r}")
@@ -188,7 +250,7 @@ def write_ply(
     rows = [np.empty((size, len(VERTEX_PROPERTIES)), dtype="<f4") for _ in range(2)]  # written while
     columns = np.empty((len(VERTEX_PROPERTIES), size), dtype=np.float32)  # the other is filled
     with np.errstate(divide="ignore", invalid="ignore"), atomic_write(path, overwrite=overwrite) as f:
-        f.write(ply_header(n, layout))
+        f.write(ply_header(n, layout, comments))
         with BackgroundWriter(f, slots=len(rows)) as writer:
             for index, start in enumerate(range(0, n, ROWS_PER_CHUNK)):
                 stop, slot = min(start + ROWS_PER_CHUNK, n), index % len(rows)
@@ -240,6 +302,8 @@ def read_ply(path: str | Path, *, default_color_space: Literal["sRGB", "linearRG
     default to ml-sharp's VGA values (512 px, 640x480).
     Raises :class:`PlyError` for missing, unreadable or non-3DGS files.
     """
+    import plyfile  # here, not at module level: writing PLY files needs no plyfile
+
     path = Path(path)
     try:
         data = plyfile.PlyData.read(str(path))
@@ -254,7 +318,9 @@ def read_ply(path: str | Path, *, default_color_space: Literal["sRGB", "linearRG
         raise PlyError(f"{path} has no 'vertex' element: not a 3D Gaussian splat file.")
     vertex = elements["vertex"].data
     if "chunk" in elements and "packed_position" in (vertex.dtype.names or ()):
-        return _read_compressed(path, data, elements)
+        gaussians = _read_compressed(path, data, elements)
+        gaussians.f_px, gaussians.image_size = check_camera(gaussians.f_px, gaussians.image_size, str(path))
+        return gaussians
     missing = [name for name in VERTEX_PROPERTIES if name not in (vertex.dtype.names or ())]
     if missing:
         raise PlyError(
@@ -272,9 +338,10 @@ def read_ply(path: str | Path, *, default_color_space: Literal["sRGB", "linearRG
     f_px, image_size = DEFAULT_F_PX, DEFAULT_IMAGE_SIZE
     intrinsic, size = values("intrinsic"), values("image_size")
     if intrinsic is not None and size is not None and len(intrinsic) == 9 and len(size) == 2:
-        f_px, image_size = float(intrinsic[0]), (int(size[0]), int(size[1]))
+        f_px, image_size = float(intrinsic[0]), (float(size[0]), float(size[1]))
     elif intrinsic is not None and len(intrinsic) == 4:  # legacy: [fx, fy, W, H]
-        f_px, image_size = float(intrinsic[0]), (int(intrinsic[2]), int(intrinsic[3]))
+        f_px, image_size = float(intrinsic[0]), (float(intrinsic[2]), float(intrinsic[3]))
+    f_px, image_size = check_camera(f_px, image_size, str(path))  # one clear error for a broken camera
     code = values("color_space")
     srgb = default_color_space == "sRGB" if code is None or len(code) == 0 else int(code[0]) == 0
 

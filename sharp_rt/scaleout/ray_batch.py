@@ -36,7 +36,7 @@ from sharp_rt.core.contract import OUTPUT_NAMES
 from sharp_rt.core.errors import SharpError
 from sharp_rt.predict.outputs import ImageResult, OutputFormat, write_output
 from sharp_rt.predict.predictor import EngineSpec, check_engine_outputs, prepare_image, unproject_outputs
-from sharp_rt.runtime.image_io import FocalRule
+from sharp_rt.runtime.image_io import FocalOverride, FocalRule
 
 IO_TASK_CPUS = 0.25  # logical CPUs of one decode or write task
 # Test hook: a marker path; the first actor call that creates the marker exits (a killed worker).
@@ -101,6 +101,17 @@ def connect(address: str) -> bool:
     return True
 
 
+def worker_spec(spec: EngineSpec, threads: int) -> EngineSpec:
+    """The spec each worker opens: the driver's decision, unless it was "auto" (a worker's machine decides).
+
+    An explicit backend and precision open exactly as decided on the driver; with ``auto`` the
+    fastest engine depends on the worker's machine (its GPU, its CPU's bf16 units), so each worker
+    decides once, for itself, when it opens the engine.
+    """
+    auto = spec.backend == "auto" or spec.precision == "auto"
+    return dataclasses.replace(spec, threads=threads, choice=None if auto else spec.choice)
+
+
 def plan_resources(options: RayOptions, spec: EngineSpec, cluster: dict[str, float]) -> Resources:
     """Actor count and per-actor CPUs / GPUs / threads for ``cluster`` (``ray.cluster_resources()``)."""
     cpus, gpus = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
@@ -129,11 +140,19 @@ def plan_resources(options: RayOptions, spec: EngineSpec, cluster: dict[str, flo
     return Resources(workers, cpus_per_worker, gpus_per_worker, threads)
 
 
-def decode_row(row: dict[str, Any], resolution: int, focal_rule: FocalRule = "sensor") -> dict[str, Any]:
-    """Ray Data stage 1: load + preprocess one image; failures become ``error``."""
+def decode_row(
+    row: dict[str, Any],
+    resolution: int,
+    focal_rule: FocalRule = "sensor",
+    focal: FocalOverride | None = None,
+) -> dict[str, Any]:
+    """Ray Data stage 1: load + preprocess one image; failures become ``error``.
+
+    focal: a focal length the user states, replacing EXIF (``predict --focal-mm / --fov-deg``).
+    """
     out: dict[str, Any] = {"source": row["source"], "target": row["target"], "error": ""}
     try:
-        prepared = prepare_image(Path(row["source"]), resolution, focal_rule=focal_rule)
+        prepared = prepare_image(Path(row["source"]), resolution, focal_rule=focal_rule, focal=focal)
     except Exception as error:  # a bad image must not stop the job
         failed = {"error": _message(error), "image": None, "f_px": 0.0, "width": 0, "height": 0}
         return {**out, **failed, "load_s": 0.0, "preprocess_s": 0.0}
@@ -198,6 +217,7 @@ def write_row(
             OutputFormat(fmt),
             overwrite=overwrite,
             viewer_settings=viewer_settings,
+            source=Path(row["source"]),  # recorded in the output: a later run resumes only this photo
         )
         out["write_s"] = time.perf_counter() - started
         out["num_gaussians"] = len(gaussians)
@@ -227,6 +247,7 @@ def build_dataset(
     max_retries: int,
     focal_rule: FocalRule = "sensor",
     viewer_settings: bool = False,
+    focal: FocalOverride | None = None,
 ):
     """The Ray Data dataset: decode tasks -> engine actor pool -> write tasks (see the module docstring).
 
@@ -238,7 +259,9 @@ def build_dataset(
     import ray.data
 
     decoded = ray.data.from_items(rows, override_num_blocks=len(rows)).map(
-        decode_row, fn_kwargs={"resolution": resolution, "focal_rule": focal_rule}, num_cpus=IO_TASK_CPUS
+        decode_row,
+        fn_kwargs={"resolution": resolution, "focal_rule": focal_rule, "focal": focal},
+        num_cpus=IO_TASK_CPUS,
     )
     with warnings.catch_warnings():
         # max_restarts / max_task_retries have no named parameter in Ray 2.60 and only
@@ -247,7 +270,7 @@ def build_dataset(
         inferred = decoded.map_batches(
             EngineActor,
             fn_constructor_kwargs={
-                "spec": dataclasses.replace(spec, threads=resources.threads),
+                "spec": worker_spec(spec, resources.threads),
                 "crash_marker": os.environ.get(CRASH_ONCE_ENV),
             },
             batch_size=1,
@@ -271,10 +294,12 @@ def predict_on_ray(
     options: RayOptions = RayOptions(),
     on_start: Callable[[Resources], None] = lambda resources: None,
     focal_rule: FocalRule = "sensor",
+    focal: FocalOverride | None = None,
 ) -> Iterator[ImageResult]:
     """Predict ``(image, target)`` pairs on Ray; yields one :class:`ImageResult` per image as it finishes.
 
     ``viewer_settings``: also write each photo's camera for web viewers (``outputs.write_output``).
+    ``focal``: one focal length for every image, replacing EXIF (``predict --focal-mm / --fov-deg``).
     ``on_start`` is called once the actor pool is planned.  Images whose
     workers failed more than ``options.max_retries`` times come last, as lost.
     """
@@ -310,6 +335,7 @@ def predict_on_ray(
             options.max_retries,
             focal_rule,
             viewer_settings,
+            focal,
         )
         pending = {row["source"]: pair for row, pair in zip(absolute, todo, strict=True)}
         try:

@@ -255,9 +255,8 @@ class TritonEngine(Engine):
             return response.get("config", {})
         return self._call("model config", lambda: self.client.get_model_config(name, version))
 
-    def run(self, image: np.ndarray, disparity_factor: np.ndarray) -> dict[str, np.ndarray]:
+    def _run(self, image: np.ndarray, disparity_factor: np.ndarray) -> dict[str, np.ndarray]:
         """image: float32 [B, 3, S, S]; disparity_factor: float32 [B] -> NDC outputs (from the server)."""
-        image, disparity_factor = self.check_inputs(image, disparity_factor)
         inputs = make_inputs(self.client_module, image, disparity_factor, self.model.batched)
         result = self._call(
             "inference",

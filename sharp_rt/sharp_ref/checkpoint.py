@@ -87,8 +87,16 @@ def _copy_with_progress(source, target, total: int | None, label: str, progress:
             bar.advance(task, len(chunk))
 
 
+_CHECKPOINT_HINT = (
+    "-c/--checkpoint takes a SHARP checkpoint (.pt or .safetensors, e.g. sharp_2572gikvuh.pt); "
+    "an export folder goes to --engine, photos are the inputs"
+)
+
+
 def _existing(path: str | Path) -> Path:
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file", hint=_CHECKPOINT_HINT)
     if not path.is_file():
         raise CheckpointError(
             f"Checkpoint not found: {path}", hint="check the path passed with -c/--checkpoint"
@@ -96,7 +104,75 @@ def _existing(path: str | Path) -> Path:
     return path
 
 
+# First bytes of files people pass to -c by mistake (their own format specifications).
+_NOT_CHECKPOINTS = (
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"GIF8", "a GIF image"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+    (b"%PDF", "a PDF document"),
+    (b"ply\n", "a .ply file (Gaussians: `sharp-rt view` or `render` take it)"),
+    (b"\x7fELF", "a program"),
+    (b"\x93NUMPY", "a NumPy array file"),
+)
+# Suffixes of sharp-rt's other files, for content without a signature.
+_NOT_CHECKPOINT_SUFFIXES = {
+    ".onnx": "an ONNX model (--engine takes the export's folder)",
+    ".plan": "a TensorRT plan (--engine takes the export's folder)",
+    ".splat": "a .splat file (Gaussians: `sharp-rt view` or `render` take it)",
+    ".spz": "a .spz file (Gaussians)",
+    ".sog": "a .sog file (Gaussians)",
+}
+
+
+def not_a_checkpoint(path: Path) -> str | None:
+    """What the file at ``path`` is when its content cannot be a checkpoint; None when it could be one.
+
+    A checkpoint is a PyTorch file (a ZIP archive holding ``data.pkl``, or a legacy pickle:
+    protocol byte 0x80) or a safetensors file (an 8-byte little-endian header length, then
+    JSON: https://github.com/huggingface/safetensors, "Format").  Anything else is named
+    (a photo, JSON, an ONNX model, text) so that a wrong ``-c`` is not taken for a corrupt
+    download.
+    """
+    import zipfile
+
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(64)
+    except OSError:
+        return None
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError):
+            return None  # a truncated checkpoint: its central directory is missing
+        return None if any(name.endswith("data.pkl") for name in names) else "a ZIP archive of other files"
+    if head[:1] == b"\x80" or head[8:10] == b'{"':
+        return None
+    kind = next((kind for magic, kind in _NOT_CHECKPOINTS if head.startswith(magic)), None)
+    if kind is None and head[4:8] == b"ftyp":
+        kind = "an ISO media file (a HEIC photo or an MP4 video)"
+    if kind is None and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        kind = "a WebP image"
+    if kind is None and head.lstrip()[:1] in (b"{", b"["):
+        kind = "a JSON file"
+    if kind is None and head[:1] == b"\x08" and head[2:3] == b"\x12":  # ONNX: ir_version, producer_name
+        kind = "an ONNX model (--engine takes the export's folder)"
+    if kind is None and path.name.lower().endswith(".onnx.data"):
+        kind = "the weights of an ONNX export (--engine takes the export's folder)"
+    if kind is None:
+        kind = _NOT_CHECKPOINT_SUFFIXES.get(path.suffix.lower())
+    if kind is None and head and all(32 <= byte < 127 or byte in b"\t\r\n" for byte in head):
+        kind = "a text file"
+    return kind
+
+
 def _unreadable(path: Path, error: Exception) -> CheckpointError:
+    kind = not_a_checkpoint(path)
+    if kind is not None:
+        return CheckpointError(f"{path} is not a checkpoint: it is {kind}", hint=_CHECKPOINT_HINT)
     return CheckpointError(
         f"Cannot read checkpoint {path}: {type(error).__name__}: {str(error).splitlines()[0]}",
         hint="the file is corrupt or truncated (an interrupted download?): delete it and download it again",

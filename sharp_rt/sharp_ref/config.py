@@ -13,9 +13,6 @@ number of ViT blocks, with small widths.
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
-
-PresetName = Literal["sharp", "tiny", "tiny1536"]
 
 
 @dataclasses.dataclass(frozen=True)

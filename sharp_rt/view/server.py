@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import threading
 import time
 import webbrowser
 from collections.abc import Callable
@@ -24,11 +25,14 @@ import numpy as np
 from sharp_rt.core.errors import SharpError
 from sharp_rt.runtime.color import linear_to_srgb
 from sharp_rt.runtime.gaussians import Gaussians
+from sharp_rt.runtime.scene import SCENE_SUFFIXES
 from sharp_rt.view.camera import UP_DIRECTION, ViewerCamera, photo_view
 
-SCENE_SUFFIXES = (".ply", ".splat")  # .compressed.ply ends in .ply
 FLOAT16_MAX = 65000.0  # just under float16's largest finite value, 65504
 VIEWER_SCALE = 1.0  # the scene is rescaled so that the median largest scale of a Gaussian is this
+DEFAULT_PORT = 8080
+START_SECONDS = 30.0  # the server must be up this soon after its address was checked
+EMPTY_HINT = "show the file that `sharp-rt predict` wrote for the photo"
 
 
 def require_viser() -> ModuleType:
@@ -44,20 +48,24 @@ def require_viser() -> ModuleType:
 
 
 def load_scene(path: Path) -> Gaussians:
-    """Read a ``.ply`` (ml-sharp, plain or compressed layout) or ``.splat`` file into metric Gaussians.
+    """Read a ``.ply`` (ml-sharp, plain or compressed layout), ``.splat``, ``.sog`` or ``.spz`` file.
 
-    Raises :class:`SharpError` for other file types and for unreadable files.
+    Returns metric Gaussians.  Raises :class:`SharpError` for other file types and for
+    unreadable files.
     """
-    from sharp_rt.runtime.ply import read_ply
-    from sharp_rt.runtime.splat import read_splat
+    from sharp_rt.runtime.ply import check_camera
+    from sharp_rt.runtime.scene import read_scene
 
     suffix = path.suffix.lower()
-    if suffix == ".splat":
-        return read_splat(path)
-    if suffix == ".ply":
-        return read_ply(path)
+    if suffix in SCENE_SUFFIXES:
+        scene = read_scene(path)
+        if len(scene) == 0:
+            raise SharpError(f"{path} holds no Gaussians: there is nothing to show.", hint=EMPTY_HINT)
+        check_camera(scene.f_px, scene.image_size, str(path), SharpError)  # every format, named
+        return scene
     raise SharpError(
-        f"{path} is not a scene sharp-rt can show (expected .ply, .compressed.ply, .splat or a photo)",
+        f"{path} is not a scene sharp-rt can show "
+        "(expected .ply, .compressed.ply, .splat, .sog, .spz or a photo)",
         hint="pass a file written by `sharp-rt predict`, or a photo to predict first",
     )
 
@@ -81,7 +89,10 @@ def splat_buffers(gaussians: Gaussians) -> SplatBuffers:
     numbers); viser's node scale ``1 / k`` undoes it.  Non-finite Gaussians are dropped.
     """
     g = gaussians
-    finite = np.isfinite(g.mean_vectors).all(axis=1) & np.isfinite(g.singular_values).all(axis=1)
+    finite = np.ones(len(g), dtype=bool)  # a NaN in any attribute drops the Gaussian (as render refuses it)
+    for array in (g.mean_vectors, g.singular_values, g.quaternions, g.colors, g.opacities):
+        array = np.asarray(array)
+        finite &= np.isfinite(array).all(axis=tuple(range(1, array.ndim)))
     if not finite.all():
         g = Gaussians(
             *(getattr(g, a)[finite] for a in ("mean_vectors", "singular_values", "quaternions", "colors")),
@@ -112,7 +123,12 @@ class SceneViewer:
     """A viser server showing one scene, its first view the photo's camera.
 
     Usable as a context manager (the server stops on exit).  ``port`` 0 picks a free
-    port; a busy port makes viser try the next ones (:attr:`url` has the one in use).
+    port; a busy port is a :class:`~sharp_rt.view.listen.ListenError` unless
+    ``next_free`` (the default), which tries the next ones (:attr:`url` has the one in
+    use).  The address is checked before anything else (:func:`~sharp_rt.view.listen.listen_port`),
+    so one that cannot be served fails at once with one line, and a server that does not
+    start within :data:`START_SECONDS` is an error too.  Raises :class:`SharpError` for a
+    scene with no Gaussians or a broken camera.
     """
 
     def __init__(
@@ -123,13 +139,22 @@ class SceneViewer:
         port: int = 8080,
         title: str = "sharp-rt",
         camera: ViewerCamera | None = None,
+        next_free: bool = True,
     ) -> None:
+        from sharp_rt.runtime.ply import check_camera
+        from sharp_rt.view.listen import listen_port
+
         viser = require_viser()
+        self.server = None
+        port = listen_port(host, port, next_free=next_free)  # before any work: fails in seconds
+        if len(gaussians) == 0:
+            raise SharpError("The scene holds no Gaussians: there is nothing to show.", hint=EMPTY_HINT)
+        check_camera(gaussians.f_px, gaussians.image_size, "The scene", SharpError)
         started = time.perf_counter()
         buffers = splat_buffers(gaussians)
         self.camera = camera or photo_view(gaussians)
         self.num_gaussians = len(buffers.centers)
-        self.server = viser.ViserServer(host=host, port=port, label=title, verbose=False)
+        self.server = _start_server(viser, host, port, title)
         try:
             server = self.server
             server.gui.configure_theme(show_share_button=False)
@@ -179,7 +204,8 @@ class SceneViewer:
     def close(self) -> None:
         """Stop the server (idempotent)."""
         if self.server is not None:
-            self.server.stop()
+            with contextlib.redirect_stdout(io.StringIO()):  # viser says "Server stopped"
+                self.server.stop()
             self.server = None
 
     def __enter__(self) -> SceneViewer:
@@ -191,22 +217,63 @@ class SceneViewer:
         self.close()
 
 
+def _start_server(viser: ModuleType, host: str, port: int, title: str):  # -> viser.ViserServer
+    """Start viser's server, waiting at most :data:`START_SECONDS` (viser itself would wait forever).
+
+    viser binds in a thread of its own and signals when it listens; a bind that never
+    succeeds leaves that signal unsent.  Its constructor runs here in a daemon thread, so
+    the wait has a limit and Ctrl+C interrupts it.
+    """
+    from sharp_rt.view.listen import ListenError
+
+    result: list = []
+    failure: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            result.append(viser.ViserServer(host=host, port=port, label=title, verbose=False))
+        except BaseException as exc:  # re-raised in the caller's thread
+            failure.append(exc)
+
+    worker = threading.Thread(target=start, name="sharp-rt-viewer-start", daemon=True)
+    worker.start()
+    deadline = time.monotonic() + START_SECONDS
+    while worker.is_alive() and time.monotonic() < deadline:
+        worker.join(0.1)  # short waits: Ctrl+C is handled between them
+    if failure:
+        raise failure[0]
+    if not result:
+        raise ListenError(
+            f"The viewer's server did not start on {host}:{port} within {START_SECONDS:g} s.",
+            hint="try another --port or --host",
+        )
+    return result[0]
+
+
 def serve(
     gaussians: Gaussians,
     title: str,
     *,
     host: str = "127.0.0.1",
-    port: int = 8080,
+    port: int = DEFAULT_PORT,
     browser: bool = True,
     say: Callable[[str], None] = print,
+    next_free: bool = True,
 ) -> None:
-    """Serve ``gaussians`` until Ctrl+C: ``say`` the address, and open it in a browser if ``browser``."""
+    """Serve ``gaussians`` until Ctrl+C: ``say`` the address, and open it in a browser if ``browser``.
+
+    ``next_free``: a busy ``port`` moves on to the next free one (else: an error).  Raises
+    :class:`~sharp_rt.view.listen.ListenError` (a :class:`SharpError`) when it cannot listen.
+    """
     with contextlib.redirect_stdout(io.StringIO()):  # viser prints a banner of its own
-        viewer = SceneViewer(gaussians, host=host, port=port, title=title)
-    say(
-        f"Viewer: {viewer.url}  ({viewer.num_gaussians:,} Gaussians, ready in {viewer.load_seconds:.1f} s; "
-        "Ctrl+C stops it)"
-    )
-    if browser and not viewer.open_browser():
-        say("No browser could be started here: open the address above.")
-    viewer.wait()
+        viewer = SceneViewer(gaussians, host=host, port=port, title=title, next_free=next_free)
+    try:  # from here on Ctrl+C stops the server and returns, wherever it arrives
+        ready = f"ready in {viewer.load_seconds:.1f} s"
+        say(f"Viewer: {viewer.url}  ({viewer.num_gaussians:,} Gaussians, {ready}; Ctrl+C stops it)")
+        if browser and not viewer.open_browser():
+            say("No browser could be started here: open the address above.")
+        viewer.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        viewer.close()

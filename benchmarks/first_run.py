@@ -1,0 +1,222 @@
+"""Time to the first splat: a fresh process from a checkpoint to its first written ``.ply``, per stage.
+
+Variants (each a fresh process per round, interleaved A B C D A B C D ..., one at a time):
+
+* ``first-run``: ``Predictor.from_checkpoint(ckpt, backend="auto", precision="auto")`` with an
+  empty engine cache (``SHARP_RT_CACHE`` in a fresh folder): hash, reference on the probe photo,
+  ONNX export, engine open (compile), validation, then photo 1 -> ``.ply``, photo 2 -> ``.ply``;
+* ``cached``: the same call with the engine cache a ``first-run`` filled (the second day);
+* ``torch``: today's route without an export, ``--backend torch`` (bf16 where the CPU has it);
+* ``export-route``: the route before issue 25, ``sharp-rt export --precision fp32`` (validated with
+  ONNX Runtime on the probe photos) then ``predict`` with the default engine, in one process.
+
+Reported per variant (medians over rounds; wall and CPU seconds; peak RSS; the load average before
+and after each process; ``lscpu``'s model): seconds from process start to the first ``.ply`` on
+disk, each stage, the second photo (decode .. ``.ply``: the warm per-photo time), and the goal's
+ratio ``first .ply / warm photo`` (issue 25: <= 3 with validation; the second photo at warm speed).
+
+Usage::
+
+    python benchmarks/first_run.py --preset tiny1536 --rounds 3
+    nice -n 10 python benchmarks/first_run.py --preset sharp --rounds 2 --variants first-run cached
+
+Synthetic seed-0 weights are written to ``--workdir`` (the full model's 2.8 GB too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+VARIANTS = ("first-run", "cached", "torch", "export-route")
+PHOTOS = (
+    ROOT / "benchmarks" / "eval_photos" / "astronaut.jpg",
+    ROOT / "benchmarks" / "eval_photos" / "rocket.jpg",
+)
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def child(args: argparse.Namespace) -> None:
+    """One variant in this (fresh) process; prints one JSON line."""
+    stages: dict[str, float] = {}
+    started = time.perf_counter()
+    from sharp_rt.predict.predictor import Predictor
+    from sharp_rt.runtime.ply import write_ply
+
+    stages["import"] = time.perf_counter() - started
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    opened = time.perf_counter()
+    if args.child in ("first-run", "cached"):
+        from sharp_rt.export.first_run import cached_engine
+
+        found = cached_engine(args.checkpoint, threads=args.threads, root=Path(args.cache) / "engines")
+        stages.update({f"engine: {k}": v for k, v in found.seconds.items()})
+        predictor = Predictor(found.engine)
+        built = found.built
+    elif args.child == "torch":
+        from sharp_rt.predict.predictor import EngineSpec
+
+        predictor = Predictor(
+            EngineSpec(checkpoint=Path(args.checkpoint), backend="torch", threads=args.threads).open()
+        )
+        built = False
+    else:  # export-route
+        from sharp_rt.export.pipeline import export_engine
+
+        engines = Path(args.cache) / "export"
+        shutil.rmtree(engines, ignore_errors=True)
+        t0 = time.perf_counter()
+        export_engine(args.checkpoint, precision="fp32", out_dir=engines)
+        stages["export (validated)"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        predictor = Predictor.from_artifact(engines, threads=args.threads)
+        stages["open"] = time.perf_counter() - t0
+        built = True
+    stages["engine ready"] = time.perf_counter() - opened
+    times = []
+    for index, photo in enumerate(PHOTOS):
+        t0 = time.perf_counter()
+        gaussians = predictor.predict(photo)
+        write_ply(gaussians, out / f"{index}.ply", overwrite=True)
+        times.append(time.perf_counter() - t0)
+        if index == 0:
+            first_ply = time.time() - args.spawned_at
+    info = predictor.engine.info
+    print(
+        json.dumps(
+            {
+                "variant": args.child,
+                "engine": f"{info.backend} {info.precision}",
+                "built": built,
+                "first_ply_s": first_ply,
+                "first_photo_s": times[0],
+                "second_photo_s": times[1],
+                "stages": stages,
+                "cpu_s": cpu_seconds(),
+                "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+            }
+        )
+    )
+
+
+def run_child(variant: str, args, cache: Path, out: Path) -> dict:
+    load_before = os.getloadavg()[0]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        variant,
+        "--checkpoint",
+        str(args.checkpoint),
+        "--cache",
+        str(cache),
+        "--out",
+        str(out),
+        "--threads",
+        str(args.threads),
+        "--spawned-at",
+        repr(time.time()),
+    ]
+    env = {**os.environ, "SHARP_RT_CACHE": str(cache)}
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"{variant} failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["load"] = (load_before, os.getloadavg()[0])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="tiny1536")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/sharp-rt-first-run"))
+    parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--checkpoint", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--cache", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--spawned-at", type=float, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    if args.checkpoint is None:
+        args.checkpoint = args.workdir / f"{args.preset}_seed0.pt"
+        if not args.checkpoint.exists():
+            from sharp_rt.sharp_ref import get_config, save_checkpoint, synthetic_checkpoint
+
+            save_checkpoint(synthetic_checkpoint(get_config(args.preset), seed=0), args.checkpoint)
+    warm_cache = args.workdir / "cache-warm"
+    if "cached" in args.variants:  # the set-up: one first run fills the cache the `cached` variant reads
+        shutil.rmtree(warm_cache, ignore_errors=True)
+        run_child("first-run", args, warm_cache, args.workdir / "out-setup")
+    results: dict[str, list[dict]] = {v: [] for v in args.variants}
+    for round_index in range(args.rounds):
+        for variant in args.variants:
+            cache = warm_cache if variant == "cached" else args.workdir / f"cache-{variant}"
+            if variant != "cached":
+                shutil.rmtree(
+                    cache, ignore_errors=True
+                )  # a first run: nothing cached, not even the reference
+            result = run_child(variant, args, cache, args.workdir / f"out-{variant}")
+            results[variant].append(result)
+            print(
+                f"round {round_index + 1} {variant}: first .ply {result['first_ply_s']:.1f} s, "
+                f"second photo {result['second_photo_s']:.1f} s, CPU {result['cpu_s']:.1f} s, "
+                f"load {result['load'][0]:.1f}-{result['load'][1]:.1f}",
+                flush=True,
+            )
+    model = next(
+        (line.split(":", 1)[1].strip() for line in _lscpu().splitlines() if "Model name" in line), "?"
+    )
+    print(f"\n{args.preset}, {args.rounds} rounds, {args.threads} threads, CPU: {model}\n")
+    print(
+        "| variant | engine | first .ply s (from process start) | warm photo s (2nd) | first / warm "
+        "| CPU s | peak RSS GB | stages (median s) |"
+    )
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")
+    for variant, rows in results.items():
+        first = statistics.median(r["first_ply_s"] for r in rows)
+        warm = statistics.median(r["second_photo_s"] for r in rows)
+        cpu = statistics.median(r["cpu_s"] for r in rows)
+        rss = max(r["peak_rss_gb"] for r in rows)
+        names = list(rows[0]["stages"])
+        stages = ", ".join(
+            f"{n} {statistics.median(r['stages'].get(n, 0.0) for r in rows):.1f}" for n in names
+        )
+        print(
+            f"| {variant} | {rows[0]['engine']} | {first:.1f} | {warm:.1f} | {first / warm:.1f} "
+            f"| {cpu:.1f} | {rss:.2f} | {stages} |"
+        )
+    (args.workdir / "results.json").write_text(json.dumps(results, indent=1))
+
+
+def _lscpu() -> str:
+    try:
+        return subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""OpenVINO int8 (issue 25): the cached int8 model, its calibration input checks, its bound, the choice."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import DATA
+from typer.testing import CliRunner
+
+pytest.importorskip("openvino")
+pytest.importorskip("nncf")
+
+from sharp_rt.cli import app
+from sharp_rt.core.errors import ArgumentError, SharpError
+from sharp_rt.engines.choice import ArtifactOption, Machine, check_precision, choose_engine
+from sharp_rt.engines.openvino_engine import OpenVinoEngine
+from sharp_rt.engines.openvino_int8 import (
+    CALIBRATION_DIR,
+    CHECK_PHOTO,
+    INT8_RECORD,
+    calibration_input,
+    calibration_photos,
+    check_bounds,
+    gaussian_errors,
+    read_int8_record,
+    weight_ranking,
+)
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def int8_export(tmp_path_factory, tiny_export):
+    """A private copy of the tiny fp32 export (the int8 model is cached inside it)."""
+    out = tmp_path_factory.mktemp("int8") / "tiny-fp32"
+    shutil.copytree(tiny_export, out, ignore=shutil.ignore_patterns("*cache"))
+    return out
+
+
+def test_int8_model_is_quantized_once_cached_next_to_the_export_and_reused(int8_export):
+    first = OpenVinoEngine(int8_export, precision="int8", threads=2)
+    details = first.info.details
+    assert first.info.precision == "int8" and details["int8_cache_hit"] is False
+    model = Path(details["int8_model"])
+    assert model.parent.parent == int8_export / "openvino-cache" and model.parent.name.startswith("int8-")
+    record = json.loads((model.parent / INT8_RECORD).read_text())
+    assert record["int8_matmuls"] > 0 and record["rounds"][-1]["failures"] == []
+    assert record["check_photo"] == CHECK_PHOTO and CHECK_PHOTO not in record["calibration"]
+    # the quantized model really computes the matrix products in int8 (FakeQuantize nodes feed them)
+    assert "FakeQuantize" in model.read_text()
+    image, factor = _coffee(int8_export)
+    int8_outputs = first.run(image, factor)
+    first.close()
+
+    again = OpenVinoEngine(int8_export, precision="int8", threads=2)
+    assert again.info.details["int8_cache_hit"] is True and again.info.details["int8_model"] == str(model)
+    np.testing.assert_array_equal(again.run(image, factor)["colors"], int8_outputs["colors"])
+    again.close()
+
+    # on a photo the build never saw, int8 stays within its bound of OpenVINO fp32
+    fp32 = OpenVinoEngine(int8_export, precision="fp32", threads=2)
+    _summary, failures = check_bounds(gaussian_errors(int8_outputs, fp32.run(image, factor)))
+    fp32.close()
+    assert failures == []
+
+
+def test_a_truncated_or_unrecorded_int8_model_is_not_used(int8_export, tmp_path):
+    engine = OpenVinoEngine(int8_export, precision="int8", threads=2)  # built by the test above, or here
+    built = Path(engine.info.details["int8_model"]).parent
+    engine.close()
+    assert read_int8_record(built) is not None
+    truncated = shutil.copytree(built, tmp_path / "truncated")
+    with open(truncated / "model.bin", "r+b") as handle:
+        handle.truncate(100)
+    assert read_int8_record(truncated) is None
+    unrecorded = shutil.copytree(built, tmp_path / "unrecorded")
+    (unrecorded / INT8_RECORD).unlink()
+    assert read_int8_record(unrecorded) is None
+    garbled = shutil.copytree(built, tmp_path / "garbled")
+    (garbled / INT8_RECORD).write_text("{not json")
+    assert read_int8_record(garbled) is None
+
+
+def test_shipped_calibration_photos_are_used_by_no_test_evaluation_or_probe():
+    photos, check = calibration_photos()
+    assert len(photos) >= 2 and check.name == CHECK_PHOTO and check not in photos
+    others = {p.name for p in DATA.iterdir()}
+    others |= {p.name for p in (Path(__file__).parent.parent / "benchmarks" / "eval_photos").iterdir()}
+    others |= {p.name for p in (Path(__file__).parent.parent / "sharp_rt" / "export" / "data").iterdir()}
+    assert not {p.name for p in [*photos, check]} & others
+    assert all(p.name in (CALIBRATION_DIR / "README.md").read_text() for p in [*photos, check])
+
+
+def test_calibration_folder_checks_name_the_problem(tmp_path):
+    with pytest.raises(ArgumentError, match="does not exist"):
+        calibration_photos(tmp_path / "missing")
+    (tmp_path / "file.jpg").write_bytes(b"x")
+    with pytest.raises(ArgumentError, match="is a file"):
+        calibration_photos(tmp_path / "file.jpg")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not a photo")
+    shutil.copy(CALIBRATION_DIR / "flower.jpg", folder / "a.jpg")
+    with pytest.raises(ArgumentError, match=r"holds 1 photo.*at least 2"):
+        calibration_photos(folder)
+    (folder / "b.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    photos, check = calibration_photos(folder)
+    assert [p.name for p in photos] == ["a.jpg", "b.jpg"] and check.name == CHECK_PHOTO
+    assert calibration_input(photos[0], 64)["image"].shape == (1, 3, 64, 64)
+    with pytest.raises(ArgumentError, match=r"b\.jpg cannot be read"):
+        calibration_input(photos[1], 64)
+    many = tmp_path / "many"
+    many.mkdir()
+    for index in range(33):
+        shutil.copy(CALIBRATION_DIR / "flower.jpg", many / f"{index:02d}.jpg")
+    with pytest.raises(ArgumentError, match="holds 33 photos"):
+        calibration_photos(many)
+
+
+def test_predict_refuses_calibration_without_int8_in_one_line(tiny_export, tmp_path):
+    args = ["predict", str(DATA / "coffee.png"), "-o", str(tmp_path / "out"), "--engine", str(tiny_export)]
+    result = runner.invoke(app, [*args, "--calibration", str(tmp_path)], env={"COLUMNS": "200"})
+    assert result.exit_code == 2 and "--calibration applies to --precision int8" in result.output
+    result = runner.invoke(
+        app, [*args, "--precision", "int8", "--calibration", str(tmp_path / "none")], env={"COLUMNS": "200"}
+    )
+    assert result.exit_code == 2 and "does not exist" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_weight_ranking_orders_every_weighted_matmul_by_its_int8_error(tiny_export):
+    import openvino as ov
+
+    model = ov.Core().read_model(str(tiny_export / "model.onnx"))
+    ranking = weight_ranking(model)
+    weighted = [op for op in model.get_ops() if op.get_type_name() == "MatMul"]
+    assert 0 < len(ranking) <= len(weighted)
+    errors = [error for _, error in ranking]
+    assert errors == sorted(errors, reverse=True)
+    assert all(0 < error < 0.05 for error in errors)  # 8 bits per channel: well under 1 % of the norm
+
+
+def test_errors_count_non_finite_gaussians_as_failures():
+    rng = np.random.default_rng(0)
+    reference = {
+        "mean_vectors": rng.normal(size=(1, 50, 3)).astype(np.float32),
+        "singular_values": rng.uniform(0.1, 1, size=(1, 50, 3)).astype(np.float32),
+        "quaternions": rng.normal(size=(1, 50, 4)).astype(np.float32),
+        "colors": rng.uniform(size=(1, 50, 3)).astype(np.float32),
+        "opacities": rng.uniform(size=(1, 50)).astype(np.float32),
+    }
+    assert check_bounds(gaussian_errors(reference, reference))[1] == []
+    broken = {name: value.copy() for name, value in reference.items()}
+    broken["colors"][0, 7, 1] = np.nan
+    summary, failures = check_bounds(gaussian_errors(broken, reference))
+    assert summary["colors"]["max"] == np.inf and any(f.startswith("colors") for f in failures)
+
+
+def test_auto_never_picks_int8_and_only_openvino_computes_it(tiny_export):
+    option = ArtifactOption.read(tiny_export)
+    machine = Machine(frozenset({"openvino", "onnxruntime", "torch"}), False, "AMX-BF16", "Xeon")
+    assert choose_engine(machine, [option]).precision == "bf16"
+    chosen = choose_engine(machine, [option], precision="int8")
+    assert (chosen.backend, chosen.precision) == ("openvino", "int8")
+    no_openvino = Machine(frozenset({"onnxruntime"}), False, None)
+    with pytest.raises(SharpError, match="int8 runs on OpenVINO"):
+        choose_engine(no_openvino, [option], precision="int8")
+    with pytest.raises(SharpError, match="not int8"):
+        choose_engine(machine, [option], backend="onnxruntime", precision="int8")
+    check_precision(tiny_export, "fp32", "openvino", "int8")  # allowed
+    with pytest.raises(SharpError):
+        check_precision(tiny_export, "fp16", "openvino", "int8")
+
+
+def _coffee(export: Path) -> tuple[np.ndarray, np.ndarray]:
+    from sharp_rt.core.contract import read_manifest
+
+    inputs = calibration_input(DATA / "coffee.png", read_manifest(export).internal_resolution)
+    return inputs["image"], inputs["disparity_factor"]
