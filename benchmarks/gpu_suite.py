@@ -43,9 +43,11 @@ graphs) measures, each result saved as soon as it exists:
   export tolerances);
 * warm photo file -> written PLY (decode, preprocess, network, copy back, unprojection, PLY
   write) on the 12 MP JPEG and on coffee.png: median of ``--repeats``, per stage;
-* the device-resident path (torch only): decode on the host, one upload of the uint8 pixels,
-  resize, network and unprojection (``engines/torch_unproject.py``) on the device, one copy
-  back, PLY write; per stage (synchronized between stages);
+* the device-resident path (torch only; ``Predictor(device_resident=True)``, the default on
+  CUDA): decode on the host, one upload of the uint8 pixels, resize, network and unprojection
+  (``engines/torch_resident.py``) on the device, one copy back, PLY write; per stage (device
+  stages by CUDA events); and a folder run (``predict_many``: decode and write of the
+  neighbours overlap the network), ms per image;
 * the network alone (``TorchEngine.forward`` on device tensors); the Dynamo counters (graphs
   compiled, recompiles, graph breaks, CUDA-graph skips) after the cold start and at the end:
   a recompile during the timed runs shows there.
@@ -78,7 +80,6 @@ import argparse
 import contextlib
 import datetime
 import importlib.util
-import itertools
 import json
 import math
 import os
@@ -907,7 +908,7 @@ def variant_child(spec: dict) -> int:
     model = load_checkpoint(checkpoint)
     read_s = time.perf_counter() - started
     engine = TorchEngine(model, device, precision, compile=compile)
-    predictor = Predictor(engine)
+    predictor = Predictor(engine, device_resident=False)  # the host path (numpy resize, unprojection)
     progress(phase="cold start: the first photo" + (" (compiling)" if compile else ""))
     prepared = predictor.prepare(photos[0])
     factor = np.array([prepared.f_px / prepared.width], np.float32)
@@ -970,47 +971,24 @@ def variant_child(spec: dict) -> int:
             "stages_ms_median": {stage: median(values) for stage, values in stages.items()},
         }
 
-    def device_path(photo: Path) -> dict:
-        from sharp_rt.engines.base import OUTPUT_NAMES
-        from sharp_rt.engines.torch_unproject import unproject_to_host
-        from sharp_rt.runtime.image_io import load_image
+    resident = Predictor(engine, device_resident=True)  # the Predictor's own device-resident path
 
-        size = engine.info.resolution
+    def device_path(photo: Path) -> dict:
+        """Wall time of the device-resident Predictor's prepare + infer + write_ply (the default path of
+        a torch engine on CUDA: engines/torch_resident.py); stages: decode and write on the host,
+        upload (perf_counter), preprocess / inference / unproject on the device (CUDA events; the
+        unprojection's one copy back added)."""
         totals: list[float] = []
         stages: dict[str, list[float]] = {}
         for _ in range(spec["repeats"]):
-            marks = [("start", time.perf_counter())]
-
-            def mark(stage: str, marks: list = marks) -> None:
-                if cuda:
-                    torch.cuda.synchronize()
-                marks.append((stage, time.perf_counter()))
-
-            loaded = load_image(photo)
-            mark("decode")
-            with torch.inference_mode():
-                pixels = torch.from_numpy(loaded.image).to(device, non_blocking=True)
-                mark("upload")
-                image = pixels.permute(2, 0, 1)[None].float() / 255.0
-                image = torch.nn.functional.interpolate(
-                    image, (size, size), mode="bilinear", align_corners=True
-                )
-                mark("preprocess")
-                factor = torch.tensor([loaded.f_px / loaded.width], dtype=torch.float32, device=device)
-                outputs = engine.forward(image, factor)
-                one = {name: getattr(outputs, name)[0] for name in OUTPUT_NAMES}
-                mark("network")
-                finite = all(bool(torch.isfinite(v).all()) for v in one.values())
-                if not finite:
-                    raise FloatingPointError("non-finite network outputs on the device path")
-                mark("check")
-                gaussians = unproject_to_host(one, loaded.f_px, (loaded.width, loaded.height))
-                mark("unproject + copy back")
+            began = time.perf_counter()
+            item = resident.prepare(photo)
+            gaussians, seconds = resident.infer(item)
+            t = time.perf_counter()
             write_ply(gaussians, ply, overwrite=True)
-            mark("write")
-            for (_, before), (stage, after) in itertools.pairwise(marks):
-                stages.setdefault(stage, []).append((after - before) * 1000.0)
-            totals.append((marks[-1][1] - marks[0][1]) * 1000.0)
+            totals.append((time.perf_counter() - began) * 1000.0)
+            for stage, value in {**item.seconds, **seconds, "write": time.perf_counter() - t}.items():
+                stages.setdefault(stage, []).append(value * 1000.0)
         host = host_gaussians[photo] if photo in host_gaussians else predictor.predict(photo)
         scale = float(np.max(np.abs(host.mean_vectors))) or 1.0
         return {
@@ -1020,12 +998,24 @@ def variant_child(spec: dict) -> int:
                 np.max(np.abs(gaussians.mean_vectors - host.mean_vectors))
             )
             / scale,
-            "timer": "perf_counter, synchronized between stages",
+            "timer": "perf_counter end to end; device stages: CUDA events" if cuda else "perf_counter",
         }
+
+    def folder_run(photo: Path) -> dict:
+        """Predictor.predict_many over ``repeats`` copies of the photo, each written as a PLY: the
+        next image decodes in a thread and runs on the device while the previous one is written."""
+        count = max(2, spec["repeats"])
+        began = time.perf_counter()
+        for result in resident.predict_many([photo] * count):
+            if result.error is not None:
+                raise result.error
+            write_ply(result.gaussians, ply, overwrite=True)
+        return {"images": count, "ms_per_image": (time.perf_counter() - began) * 1000.0 / count}
 
     measures = (
         ("time_to_3d", lambda: {p.name: host_path(p) for p in photos[:2]}),
         ("device_path", lambda: {p.name: device_path(p) for p in photos[:2]}),
+        ("folder_run", lambda: folder_run(photos[0])),
         ("network", lambda: network_times(engine, clock, spec["repeats"], photos[0], predictor, device)),
     )
     for key, measure in measures:
@@ -1329,6 +1319,10 @@ def _stage_rows(steps: dict) -> list[list[str]]:
             stages = step.get(key, {}).get(big, {}).get("stages_ms_median")
             if stages:
                 rows.append([variant, label, ", ".join(f"{k} {_fmt(v)}" for k, v in stages.items())])
+        folder = step.get("folder_run")
+        if folder:  # predict_many: decode and write overlap the network
+            per_image = f"{_fmt(folder['ms_per_image'])} per image ({folder['images']} images, predict_many)"
+            rows.append([variant, "folder", per_image])
     return rows
 
 

@@ -96,10 +96,12 @@ def main() -> None:
             samples[name].append((time.perf_counter() - wall, cpu_seconds() - cpu))
     load = os.getloadavg()
 
-    fidelity = RenderFidelity()
     model = load_checkpoint(checkpoint)
     rows = []
     for photo in photos:
+        # a fresh one per photo: RenderFidelity caches the reference's renders by id() of its arrays,
+        # and a freed reference's id can come back for the next photo's
+        fidelity = RenderFidelity()
         feed = inputs[photo.name]
         reference = reference_outputs(model, feed["image"], feed["disparity_factor"])
         loaded = load_image(photo)

@@ -92,8 +92,12 @@ def test_precision_rules_and_messages():
     )
     assert resolve_precision("auto", ("FP32", "INT8"), None)[0] == "fp32"
     assert "emulates" in resolve_precision("bf16", ("FP32",), None)[1]
-    with pytest.raises(EngineError, match="auto, fp32 or bf16"):
+    with pytest.raises(EngineError, match="auto, fp32, bf16 or int8"):
         resolve_precision("fp16", ("FP32",), None)
+    assert resolve_precision("int8", ("FP32", "INT8"), None) == (
+        "int8",
+        "int8 requested (matrix products; the rest in fp32); this CPU has int8 dot-product units",
+    )
 
 
 def test_compiled_model_is_cached_next_to_the_artifact_and_reused(tiny_onnx):

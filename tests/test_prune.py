@@ -158,3 +158,34 @@ def test_predictor_prunes_every_result(tiny_checkpoint):
         assert len(predictor.predict(DATA / "coffee.png")) == 1234
     with pytest.raises(SharpError, match="positive"):
         Predictor(predictor.engine, max_gaussians=0)
+
+
+def test_predictor_refuses_bad_pruning_options_before_inference(tiny_checkpoint):
+    """A bad max_gaussians / prune, also one set after construction, fails at the call with
+    ValueError / TypeError (ArgumentError / ArgumentTypeError), before the engine runs."""
+    from sharp_rt.predict.predictor import Predictor
+
+    image = np.zeros((48, 64, 3), np.uint8)
+    with Predictor.from_checkpoint(tiny_checkpoint, device="cpu") as predictor:
+        ran = []
+        run_engine = predictor.run_engine
+        predictor.run_engine = lambda prepared: ran.append(1) or run_engine(prepared)
+        for name, value, error in (
+            ("max_gaussians", 0, ValueError),
+            ("max_gaussians", 2.5, TypeError),
+            ("max_gaussians", "300000", TypeError),
+            ("prune", 1.0, ValueError),
+            ("prune", float("nan"), ValueError),
+            ("prune", "0.5", TypeError),
+        ):
+            setattr(predictor, name, value)
+            with pytest.raises(error):
+                predictor.predict(image)
+            with pytest.raises(error):
+                predictor.predict_many([DATA / "coffee.png"])
+            with pytest.raises(error):
+                Predictor(predictor.engine, **{name: value})
+            setattr(predictor, name, None)
+        assert ran == []
+        predictor.max_gaussians = 100
+        assert len(predictor.predict(image)) == 100 and ran == [1]

@@ -194,12 +194,21 @@ def unproject_tensors(
     """
     matrix = unprojection_matrix(f_px, image_size)[:3, :3]  # diag(W / 2f, H / 2f, 1), float64
     means = outputs["mean_vectors"].to(torch.float32)
-    scale = torch.tensor(np.diag(matrix), dtype=torch.float32, device=means.device)
+    # Scaled by Python floats (rounded to float32, as numpy's float32 product does): a host -> device
+    # copy of the scales would synchronize the device and stall the queued network.
+    scaled = torch.stack(
+        [
+            means[:, 0] * float(np.float32(matrix[0, 0])),
+            means[:, 1] * float(np.float32(matrix[1, 1])),
+            means[:, 2],
+        ],
+        1,
+    )
     quaternions, singular_values = transform_frames_torch(
         outputs["quaternions"], outputs["singular_values"], matrix
     )
     return {
-        "mean_vectors": means * scale,
+        "mean_vectors": scaled,
         "singular_values": singular_values,
         "quaternions": quaternions,
         "colors": outputs["colors"].to(torch.float32),
@@ -207,16 +216,13 @@ def unproject_tensors(
     }
 
 
-def unproject_to_host(
-    outputs: dict[str, torch.Tensor], f_px: float, image_size: tuple[int, int]
-) -> Gaussians:
-    """:func:`unproject_tensors`, packed into one [N, 14] float32 tensor and copied to the host once.
+def pack_metric(outputs: dict[str, torch.Tensor], f_px: float, image_size: tuple[int, int]) -> torch.Tensor:
+    """:func:`unproject_tensors` packed into one float32 [N, 14] tensor on the outputs' device.
 
-    Returns metric, linear-RGB :class:`~sharp_rt.runtime.gaussians.Gaussians` (views of that one
-    host array), like :func:`sharp_rt.predict.predictor.unproject_outputs`.
+    Columns: mean_vectors 0:3, singular_values 3:6, quaternions 6:10, colors 10:13, opacities 13.
     """
     metric = unproject_tensors(outputs, f_px, image_size)
-    packed = torch.cat(
+    return torch.cat(
         [
             metric["mean_vectors"],
             metric["singular_values"],
@@ -226,7 +232,10 @@ def unproject_to_host(
         ],
         1,
     )
-    host = packed.cpu().numpy()  # the one device -> host copy
+
+
+def gaussians_from_packed(host: np.ndarray, f_px: float, image_size: tuple[int, int]) -> Gaussians:
+    """Metric, linear-RGB Gaussians as views of a host [N, 14] array from :func:`pack_metric`."""
     return Gaussians(
         mean_vectors=host[:, 0:3],
         singular_values=host[:, 3:6],
@@ -238,3 +247,15 @@ def unproject_to_host(
         color_space="linearRGB",
         space="metric",
     )
+
+
+def unproject_to_host(
+    outputs: dict[str, torch.Tensor], f_px: float, image_size: tuple[int, int]
+) -> Gaussians:
+    """:func:`unproject_tensors`, packed into one [N, 14] float32 tensor and copied to the host once.
+
+    Returns metric, linear-RGB :class:`~sharp_rt.runtime.gaussians.Gaussians` (views of that one
+    host array), like :func:`sharp_rt.predict.predictor.unproject_outputs`.
+    """
+    host = pack_metric(outputs, f_px, image_size).cpu().numpy()  # the one device -> host copy
+    return gaussians_from_packed(host, f_px, image_size)

@@ -12,6 +12,11 @@ predict(path | uint8 HxWx3, f_px=None | focal_mm=None | fov_deg=None)   # a foca
 predict_many(paths, focal_mm=None)  # a thread decodes + preprocesses image i+1 while the engine runs image i
 ```
 
+A :class:`~sharp_rt.engines.torch_engine.TorchEngine` on CUDA runs the device-resident path
+(``device_resident``, :mod:`sharp_rt.engines.torch_resident`): decode on the host, uint8 upload,
+resize, network and unprojection on the GPU, one copy back; ``predict_many`` queues image i+1 on
+the GPU before handing out image i, so the caller writes i while the network runs.
+
 Every engine's outputs are checked for NaN / inf before unprojection
 (:func:`check_engine_outputs`): such an image fails with a
 :class:`~sharp_rt.core.errors.NonFiniteError` that names the count, the likely
@@ -175,11 +180,12 @@ class EngineSpec:
 class Prepared:
     """A decoded, preprocessed image waiting for the engine."""
 
-    image: np.ndarray  # [1, 3, S, S] float32 in [0, 1]
+    image: np.ndarray | None  # [1, 3, S, S] float32 in [0, 1]; None: resized on the device (``pixels``)
     f_px: float  # focal length of the original image, pixels
     width: int  # original image width, pixels
     height: int  # original image height, pixels
     seconds: dict[str, float]  # stage -> seconds ("load", "preprocess")
+    pixels: np.ndarray | None = None  # uint8 [H, W, 3] when the device resizes (prepare_image(resize=False))
 
 
 @dataclasses.dataclass
@@ -199,6 +205,7 @@ def prepare_image(
     *,
     focal_rule: FocalRule = "sensor",
     focal: FocalOverride | None = None,
+    resize: bool = True,
 ) -> Prepared:
     """Decode (if a path) and preprocess one image to [1, 3, S, S] (S = ``resolution``).
 
@@ -208,6 +215,8 @@ def prepare_image(
     pixels, 35 mm equivalent, horizontal field of view), replacing EXIF.
     focal_rule: how a path's EXIF gives ``f_px`` when no focal length is given
     (:mod:`sharp_rt.runtime.image_io`).
+    resize: False: decode only; ``Prepared.pixels`` holds the uint8 image and ``image`` is None
+    (the device-resident torch path resizes on the device, :mod:`sharp_rt.engines.torch_resident`).
     Raises :class:`~sharp_rt.core.errors.SharpError` when ``f_px`` and ``focal`` are both given,
     or for a focal length that is not positive.
     """
@@ -233,6 +242,10 @@ def prepare_image(
         else:
             f_px = focal_length_px(width, height, DEFAULT_FOCAL_LENGTH_MM)
     seconds["load"] = time.perf_counter() - started
+    if not resize:  # torch.from_numpy wants a writable array: copied here, in predict_many's decode thread
+        pixels = np.require(pixels, np.uint8, ("C_CONTIGUOUS", "WRITEABLE"))
+        seconds["load"] = time.perf_counter() - started
+        return Prepared(None, float(f_px), pixels.shape[1], pixels.shape[0], seconds, pixels)
     started = time.perf_counter()
     tensor = preprocess(pixels, resolution)
     seconds["preprocess"] = time.perf_counter() - started
@@ -288,6 +301,32 @@ def unproject_outputs(outputs: dict[str, np.ndarray], f_px: float, width: int, h
     return unproject_gaussians(ndc)
 
 
+def engine_stop_error(failures: int, source: Path, failure: SharpError) -> EngineError:
+    """The error that stops ``predict_many`` after ``failures`` engine failures in a row."""
+    return EngineError(
+        f"The engine failed on {failures} images in a row, the last one "
+        f"{source}: {failure.message} Stopping, since it would fail on every image.",
+        hint="check the device (GPU) and the engine (`sharp-rt info`); the outputs "
+        "written so far are kept, and rerunning the same command resumes",
+    )
+
+
+def _device_resident(engine: Engine, requested: bool | None) -> bool:
+    """Whether a Predictor over ``engine`` runs the device-resident torch path (see :class:`Predictor`)."""
+    if requested is False or (requested is None and engine.info.backend != "torch"):
+        return False
+    from sharp_rt.engines.torch_engine import TorchEngine
+
+    if not isinstance(engine, TorchEngine):
+        if requested is None:
+            return False
+        raise ArgumentError(
+            f"device_resident needs the torch engine, not {engine.info.backend}",
+            hint="use Predictor.from_checkpoint, or leave device_resident unset",
+        )
+    return bool(requested) or str(engine.info.device).startswith("cuda")
+
+
 class Predictor:
     """SHARP inference pipeline around an :class:`~sharp_rt.engines.base.Engine`.
 
@@ -297,6 +336,11 @@ class Predictor:
     by the fraction ``prune`` (in [0, 1)), keeping what matters most to the rendered image
     (:func:`sharp_rt.runtime.prune.prune_gaussians`); a :class:`SharpError` for
     ``max_gaussians <= 0`` or a fraction outside [0, 1).  Default: every Gaussian.
+    device_resident: keep the image and the Gaussians on the torch engine's device from the
+    resize to the unprojection, one copy back (:mod:`sharp_rt.engines.torch_resident`); in
+    ``predict_many`` the previous image's result is handed out (and written) while the device
+    computes the next.  None (default): on for a :class:`~sharp_rt.engines.torch_engine.TorchEngine`
+    on CUDA, off otherwise; True with another engine: an :class:`ArgumentError`.
     """
 
     def __init__(
@@ -306,8 +350,10 @@ class Predictor:
         focal_rule: FocalRule = "sensor",
         max_gaussians: int | None = None,
         prune: float | None = None,
+        device_resident: bool | None = None,
     ) -> None:
         check_prune_options(max_gaussians, prune)
+        self.device_resident = _device_resident(engine, device_resident)
         self.engine = engine
         self.focal_rule = focal_rule
         # Pruning of every result (sharp_rt.runtime.prune): keep at most max_gaussians, and/or all
@@ -387,7 +433,12 @@ class Predictor:
     ) -> Prepared:
         """Decode (if a path) and preprocess one image for this engine (:func:`prepare_image`)."""
         return prepare_image(
-            image, self.engine.info.resolution, f_px, focal_rule=self.focal_rule, focal=focal
+            image,
+            self.engine.info.resolution,
+            f_px,
+            focal_rule=self.focal_rule,
+            focal=focal,
+            resize=not self.device_resident,
         )
 
     def run_engine(self, prepared: Prepared) -> tuple[dict[str, np.ndarray], float]:
@@ -405,8 +456,35 @@ class Predictor:
             metric = prune_gaussians(metric, self.max_gaussians, self.prune)
         return metric
 
+    def _launch(self, prepared: Prepared):
+        """Queue a decoded image's resize, network and unprojection on the torch engine's device."""
+        from sharp_rt.engines.torch_resident import launch
+
+        assert prepared.pixels is not None  # prepare_image(resize=False)
+        return launch(self.engine, prepared.pixels, prepared.f_px)  # type: ignore[arg-type]
+
+    def _resident_gaussians(self, run, count: int, host: np.ndarray) -> Gaussians:
+        """Metric Gaussians of a finished :class:`~sharp_rt.engines.torch_resident.DeviceRun`.
+
+        count: the NaN/inf values in its outputs; any: the :class:`NonFiniteError` of the host path.
+        """
+        if count:
+            check_engine_outputs(run.host_outputs(), self.engine.info)
+        metric = run.gaussians(host)
+        if self.max_gaussians is not None or self.prune is not None:
+            metric = prune_gaussians(metric, self.max_gaussians, self.prune)
+        return metric
+
     def infer(self, prepared: Prepared) -> tuple[Gaussians, dict[str, float]]:
-        """Run the engine on a prepared image, check its outputs and unproject to metric Gaussians."""
+        """Run the engine on a prepared image, check its outputs and unproject to metric Gaussians.
+
+        A decoded-only image (``prepared.image`` None, :meth:`prepare` of a ``device_resident``
+        Predictor) runs the device-resident path; its seconds add ``upload``.
+        """
+        if prepared.image is None:
+            run = self._launch(prepared)
+            count, host = run.wait()
+            return self._resident_gaussians(run, count, host), run.seconds()
         outputs, inference = self.run_engine(prepared)
         started = time.perf_counter()
         metric = self.to_gaussians(outputs, prepared)
@@ -429,6 +507,7 @@ class Predictor:
         Raises :class:`~sharp_rt.core.errors.SharpError` for more than one, or a bad value.
         """
         focal = FocalOverride.from_options(f_px, focal_mm, fov_deg)
+        check_prune_options(self.max_gaussians, self.prune)  # may have been set since __init__
         return self.infer(self.prepare(image, focal=focal))[0]
 
     def predict_many(
@@ -452,6 +531,9 @@ class Predictor:
         that is not a path; a bad focal length is an ``ArgumentError`` (a ``ValueError``).
         """
         focal = FocalOverride.from_options(f_px, focal_mm, fov_deg)  # a bad value: one error, up front
+        check_prune_options(self.max_gaussians, self.prune)  # may have been set since __init__
+        if self.device_resident:
+            return self._predict_each_resident(source_paths(sources), focal)
         return self._predict_each(source_paths(sources), focal)
 
     def _predict_each(self, sources: list[Path], focal: FocalOverride | None) -> Iterator[Prediction]:
@@ -477,12 +559,7 @@ class Predictor:
                     engine_failures += 1
                     failure = as_image_error(error, "running the engine")
                     if engine_failures >= ENGINE_FAILURE_LIMIT:
-                        raise EngineError(
-                            f"The engine failed on {engine_failures} images in a row, the last one "
-                            f"{source}: {failure.message} Stopping, since it would fail on every image.",
-                            hint="check the device (GPU) and the engine (`sharp-rt info`); the outputs "
-                            "written so far are kept, and rerunning the same command resumes",
-                        ) from error
+                        raise engine_stop_error(engine_failures, source, failure) from error
                     yield Prediction(source, None, failure, {})
                     continue
                 engine_failures = 0
@@ -494,6 +571,63 @@ class Predictor:
                     continue
                 seconds = {"inference": inference, "unproject": time.perf_counter() - started}
                 yield Prediction(source, gaussians, None, {**prepared.seconds, **seconds})
+
+    def _predict_each_resident(
+        self, sources: list[Path], focal: FocalOverride | None
+    ) -> Iterator[Prediction]:
+        """:meth:`predict_many` on the device-resident path (a generator).
+
+        One image's result is handed out (and written by the caller) while the device computes
+        the next one, queued just before it.
+        """
+        engine_failures = 0  # in a row
+        ready: Prediction | None = None  # the previous image's result, handed out once this one is queued
+        with concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="sharp-rt-decode"
+        ) as pool:
+            pending = pool.submit(self.prepare, sources[0], focal=focal) if sources else None
+            for index, source in enumerate(sources):
+                assert pending is not None
+                current = pending
+                following = index + 1 < len(sources)
+                pending = pool.submit(self.prepare, sources[index + 1], focal=focal) if following else None
+                run = failure = None
+                result = None  # this image's result when it failed before reaching the device
+                try:
+                    prepared = current.result()
+                except Exception as error:  # this image cannot be read: the others can
+                    result = Prediction(source, None, as_image_error(error, "reading the image"), {})
+                else:
+                    try:
+                        run = self._launch(prepared)
+                    except Exception as error:
+                        failure = error
+                if ready is not None:
+                    yield ready  # the caller writes it while the device computes this image
+                ready = result
+                if run is None and failure is None:
+                    continue
+                if failure is None:
+                    try:
+                        count, host = run.wait()
+                    except Exception as error:  # e.g. a CUDA error raised when the device finishes
+                        failure = error
+                if failure is not None:
+                    engine_failures += 1
+                    image_error = as_image_error(failure, "running the engine")
+                    if engine_failures >= ENGINE_FAILURE_LIMIT:
+                        raise engine_stop_error(engine_failures, source, image_error) from failure
+                    ready = Prediction(source, None, image_error, {})
+                    continue
+                engine_failures = 0
+                try:
+                    gaussians = self._resident_gaussians(run, count, host)
+                except Exception as error:  # e.g. NaN outputs of this image
+                    ready = Prediction(source, None, as_image_error(error, "unprojecting"), {})
+                    continue
+                ready = Prediction(source, gaussians, None, {**prepared.seconds, **run.seconds()})
+            if ready is not None:
+                yield ready
 
     def close(self) -> None:
         """Release the engine."""

@@ -23,18 +23,20 @@ view near the photo's; benchmarks/prune.py measures both scores (docs/benchmarks
 Two ways to reach ``k`` Gaussians (:func:`prune_gaussians`): ``"merge"`` (the default,
 :func:`reduce_gaussians`) merges neighbouring pairs by moment matching, cheapest change
 to the photo's view first, with this importance in the cost; ``"select"`` keeps the
-``k`` highest scores.  Merging measured better at every kept fraction (benchmarks/
-prune.py, docs/benchmarks.md): dropping Gaussians leaves holes that merging fills.
+``k`` highest scores.  Merging measured better on most scenes (benchmarks/prune.py,
+docs/benchmarks.md): dropping Gaussians leaves holes that merging fills; selection wins
+where many Gaussians draw next to nothing.
 Either way the result is an ordinary :class:`Gaussians` (input order) any writer takes.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
-from sharp_rt.core.errors import SharpError
+from sharp_rt.core.errors import ArgumentError, ArgumentTypeError
 from sharp_rt.runtime.gaussians import ARRAY_NAMES, Gaussians
 from sharp_rt.runtime.linalg import covariances_from_quaternions
 
@@ -132,14 +134,31 @@ def kept_count(n: int, max_gaussians: int | None = None, prune: float | None = N
 
 
 def check_prune_options(max_gaussians: int | None, prune: float | None) -> None:
-    """Raise :class:`SharpError` (a usage error) for ``max_gaussians <= 0`` or ``prune`` outside [0, 1)."""
+    """Check the pruning options before any work (a usage error in the CLI).
+
+    Raises :class:`ArgumentError` (a ``SharpError`` and ``ValueError``) for ``max_gaussians <= 0``
+    or ``prune`` outside [0, 1); :class:`ArgumentTypeError` (a ``TypeError``) for a
+    ``max_gaussians`` that is not a whole number or a ``prune`` that is not a number.
+    """
+    if max_gaussians is not None and (
+        isinstance(max_gaussians, bool) or not isinstance(max_gaussians, numbers.Integral)
+    ):
+        raise ArgumentTypeError(
+            f"max_gaussians must be a whole number of Gaussians, got {max_gaussians!r}",
+            hint="e.g. max_gaussians=500_000 (SHARP predicts 1,179,648)",
+        )
+    if prune is not None and (isinstance(prune, bool) or not isinstance(prune, numbers.Real)):
+        raise ArgumentTypeError(
+            f"prune must be a fraction (a number in [0, 1)), got {prune!r}",
+            hint="e.g. prune=0.5 keeps the more important half",
+        )
     if max_gaussians is not None and max_gaussians <= 0:
-        raise SharpError(
+        raise ArgumentError(
             f"--max-gaussians must be a positive number of Gaussians, got {max_gaussians}",
             hint="e.g. --max-gaussians 500000 (SHARP predicts 1,179,648)",
         )
     if prune is not None and not (0.0 <= prune < 1.0):
-        raise SharpError(
+        raise ArgumentError(
             f"--prune is the fraction of Gaussians to remove, in [0, 1), got {prune:g}",
             hint="e.g. --prune 0.5 keeps the more important half",
         )
