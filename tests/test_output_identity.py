@@ -210,9 +210,17 @@ def test_render_videos_follow_predicts_names_and_identity(tmp_path):
     assert [p.action for p in plan_with_sidecars([a, b], out, ".mp4", files_of, False)] == ["done", "done"]
     c = photo(tmp_path / "c/x.ply", b"scene c")
     render(plan_with_sidecars([c], out, ".mp4", files_of, False))  # x.mp4 is new: c takes it
-    for overwrite in (False, True):  # a alone now clashes with c's x.mp4: moves aside, never replaces it
+    for overwrite in (False, True):  # a alone: its videos of the first run are found, c's x.mp4 is kept
         [plan] = plan_with_sidecars([a], out, ".mp4", files_of, overwrite)
-        assert plan.target != out / "x.mp4" and plan.action == "todo"
+        assert plan.target == plans[0].target and plan.action == ("todo" if overwrite else "done")
+    d = photo(tmp_path / "d/x.ply", b"scene d")  # a new scene named x.ply: x.mp4 is c's, so it moves aside
+    for overwrite in (False, True):
+        [plan] = plan_with_sidecars([d], out, ".mp4", files_of, overwrite)
+        assert plan.target.name == f"x.ply.{SourceRecord.of(d).sha256[:12]}.mp4" and plan.action == "todo"
+    render(plan_with_sidecars([d], out, ".mp4", files_of, False))
+    # with other inputs d's name would be x.ply.<path hash>.mp4: its videos at the clash name are found
+    assert [p.action for p in plan_with_sidecars([a, d], out, ".mp4", files_of, False)] == ["done", "done"]
+    assert (out / "x.mp4").read_bytes() == b"video of scene c"
     assert (out / "x.mp4").read_bytes() == b"video of scene c"
 
 
@@ -415,3 +423,189 @@ def test_two_predict_processes_on_one_folder_share_it_and_neither_fails(tmp_path
     assert [run.returncode for run in runs] == [0, 0], outputs
     assert not any("Failed" in output or "already exists" in output for output in outputs)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p0.ply", "p1.ply"]
+
+
+# --------------------------------------------------------------------------- render: claims, names, view
+
+
+RENDER_FAST = ["--frames", "1", "--resolution", "16", "--device", "cpu", "--renderer", "torch"]
+
+
+def two_scenes_named_x(tmp_path: Path) -> tuple[Path, Path]:
+    """ra/x.ply and rb/x.ply: two different scenes (one float changed) sharing a stem."""
+    a, b = tmp_path / "ra" / "x.ply", tmp_path / "rb" / "x.ply"
+    for scene in (a, b):
+        scene.parent.mkdir()
+        shutil.copy(DATA / "tiny_coffee_seed0.ply", scene)
+    with open(b, "r+b") as handle:
+        handle.seek(-4, os.SEEK_END)
+        handle.write(np.float32(0.5).tobytes())
+    return a, b
+
+
+def color_videos(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob("*.mp4") if ".depth." not in p.name)
+
+
+def test_a_render_target_another_run_claimed_or_made_meanwhile_is_skipped_or_moved_aside(tmp_path):
+    """The claim re-checks the target: the same scene's claim or videos skip it, another scene's move it."""
+    from sharp_rt.core.claims import claim_sidecar_output
+
+    mine, other = photo(tmp_path / "a/x.ply", b"scene a"), photo(tmp_path / "b/x.ply", b"scene b")
+    out = tmp_path / "v"
+    out.mkdir()
+    target = out / "x.mp4"
+
+    def files_of(t: Path) -> list[Path]:
+        return [t, t.with_name(t.stem + ".depth.mp4")]
+
+    def made(scene: Path, t: Path) -> None:  # another run's finished videos, recorded as render does
+        for path in files_of(t):
+            path.write_bytes(b"video of " + scene.read_bytes())
+        sidecar_path(t).write_text(sidecar_text(t, SourceRecord.of(scene)))
+
+    with claims.try_claim(target, note=SourceRecord.of(mine).sha256):  # a live run renders this scene
+        assert claim_sidecar_output(mine, target, ".mp4", files_of, False).endswith("is making it")
+    with claims.try_claim(target, note=SourceRecord.of(other).sha256):  # a live run renders another x.ply
+        claim, aside, replace = claim_sidecar_output(mine, target, ".mp4", files_of, False)
+        assert aside.name == f"x.ply.{SourceRecord.of(mine).sha256[:12]}.mp4" and not replace
+        claim.release()
+    made(mine, target)  # planned as todo, but another run finished it meanwhile
+    for overwrite in (False, True):
+        outcome = claim_sidecar_output(mine, target, ".mp4", files_of, overwrite)
+        if overwrite:
+            assert outcome[1:] == (target, True)  # --overwrite redoes its own videos
+            outcome[0].release()
+        else:
+            assert outcome == "another process made it meanwhile"
+    claim, aside, _ = claim_sidecar_output(other, target, ".mp4", files_of, True)  # never replaces mine
+    assert aside != target and target.read_bytes() == b"video of scene a"
+    claim.release()
+    (out / "y.mp4").write_bytes(b"not recorded")
+    with pytest.raises(SharpError, match="records no source"):
+        claim_sidecar_output(mine, out / "y.mp4", ".mp4", files_of, False)
+    assert not [p for p in out.iterdir() if p.name.startswith(claims.CLAIM_PREFIX)]  # every claim released
+
+
+def test_render_skips_a_scene_another_live_run_claimed_and_finds_videos_under_any_earlier_name(tmp_path):
+    pytest.importorskip("imageio_ffmpeg", reason="video writing needs the [render] extra (imageio-ffmpeg)")
+    from sharp_rt.core.naming import target_name
+
+    a, b = two_scenes_named_x(tmp_path)
+    out = tmp_path / "v"
+    out.mkdir()
+    held = out / target_name(a, 2, ".mp4")  # x.ply.<path hash>.mp4: two x.ply in one run
+    with claims.try_claim(held, note=SourceRecord.of(a).sha256):  # a live run is rendering ra/x.ply
+        code, text = invoke("render", a, b, "-o", out, *RENDER_FAST)
+    assert code == 0 and "Failed" not in text and "already exists" not in text, text
+    assert f"x.ply -> {held.name}: process {os.getpid()} is making it, skipped" in text
+    assert "1 inputs skipped: another run is rendering them" in text
+    assert color_videos(out) == [target_name(b, 2, ".mp4")]
+    code, text = invoke("render", a, b, "-o", out, *RENDER_FAST)  # that run is gone: a is rendered now
+    assert code == 0 and "1 of 2 inputs already have their videos" in text, text
+    assert color_videos(out) == sorted([held.name, target_name(b, 2, ".mp4")])
+    for scene in (a, b):  # alone, each finds its videos under the name the two-scene run gave them
+        code, text = invoke("render", scene, "-o", out, *RENDER_FAST)
+        assert code == 0 and "1 of 1 inputs already have their videos" in text, text
+    assert "x.mp4" not in color_videos(out)
+    assert not [p for p in out.iterdir() if p.name.startswith(claims.CLAIM_PREFIX)]
+
+
+def test_two_render_processes_on_one_folder_share_it_and_neither_fails(tmp_path):
+    pytest.importorskip("imageio_ffmpeg", reason="video writing needs the [render] extra (imageio-ffmpeg)")
+    a, b = two_scenes_named_x(tmp_path)
+    third = tmp_path / "ov" / "cam.ply.ply"
+    third.parent.mkdir()
+    shutil.copy(DATA / "tiny_coffee_seed0.ply", third)
+    command = [sys.executable, "-m", "sharp_rt", "render", str(a), str(b), str(third)]
+    command += ["-o", str(tmp_path / "v"), "--frames", "4", *RENDER_FAST[2:], "--threads", "1"]
+    env = {**os.environ, "COLUMNS": "200"}
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True, "env": env}
+    runs = [subprocess.Popen(command, **pipes) for _ in range(2)]
+    outputs = [run.communicate(timeout=300)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    assert not any("Failed" in output or "already exists" in output for output in outputs), outputs
+    assert len(color_videos(tmp_path / "v")) == 3
+    assert len(list((tmp_path / "v").glob("*.source.json"))) == 3
+    assert not [p for p in (tmp_path / "v").iterdir() if p.name.startswith(".sharp-rt")]  # no claim, no temp
+
+
+def test_a_killed_render_releases_its_claims(tmp_path):
+    """SIGTERM (cleanup handler) and SIGKILL (stale claim, removed by the next run) leave no claim behind."""
+    script = textwrap.dedent(
+        """
+        import sys, time
+        from pathlib import Path
+        from sharp_rt.cli.predict import remove_leftovers
+        from sharp_rt.core.claims import try_claim
+        remove_leftovers({Path(sys.argv[1]).parent})  # what render does before it claims
+        claim = try_claim(Path(sys.argv[1]))
+        print("claimed", flush=True)
+        time.sleep(60)
+        """
+    )
+    target = tmp_path / "x.mp4"
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        child = subprocess.Popen([sys.executable, "-c", script, target], stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip() == "claimed" and claims.claim_path(target).exists()
+        child.send_signal(sig)
+        assert child.wait(timeout=30) != 0
+        if sig == signal.SIGKILL:
+            assert [p.name for p in claims.remove_stale_claims(tmp_path)] == [claims.claim_path(target).name]
+        assert list(tmp_path.iterdir()) == []
+
+
+def test_videos_of_predict_render_record_their_scene_so_render_resumes_them(tmp_path, tiny_checkpoint):
+    pytest.importorskip("imageio_ffmpeg", reason="video writing needs the [render] extra (imageio-ffmpeg)")
+    out = tmp_path / "splats"
+    args = ["predict", DATA / "coffee.png", "-o", out, "-c", tiny_checkpoint, "--render"]
+    code, text = invoke(*args, "--frames", "1", "--resolution", "16")
+    assert code == 0, text
+    record = SourceRecord.of(out / "coffee.ply")  # the videos' scene is the written output
+    assert (out / "coffee.mp4.source.json").exists()
+    from sharp_rt.core.naming import read_sidecar
+
+    assert read_sidecar(out / "coffee.mp4") == record
+    code, text = invoke("render", out / "coffee.ply", "-o", out, *RENDER_FAST)
+    assert code == 0 and "1 of 1 inputs already have their videos" in text, text
+
+
+def test_videos_whose_record_cannot_be_written_are_taken_back(tmp_path, monkeypatch):
+    from sharp_rt.core.naming import record_source
+
+    scene = photo(tmp_path / "x.ply", b"scene")
+    videos = [photo(tmp_path / "x.mp4", b"video"), photo(tmp_path / "x.depth.mp4", b"depth")]
+
+    def full_disk(path, data, **options):
+        raise atomic.output_error(Path(path), OSError(errno.ENOSPC, "No space left on device"))
+
+    monkeypatch.setattr(atomic, "write_atomic", full_disk)
+    with pytest.raises(SharpError, match="no space left"):
+        record_source(scene, videos)
+    assert [p.name for p in tmp_path.iterdir()] == ["x.ply"]
+
+
+def test_view_refuses_a_ply_with_nan_values_as_render_does(tmp_path):
+    pytest.importorskip("viser")
+    from sharp_rt.runtime.ply import read_ply, write_ply
+
+    scene = read_ply(DATA / "tiny_coffee_seed0.ply")
+    scene.mean_vectors[:1] = np.nan  # one Gaussian of 73,728: the viewer used to drop it silently
+    damaged = write_ply(scene, tmp_path / "d.ply")
+    code, viewed = invoke("view", damaged, "--no-browser", "--port", "0")
+    assert code == 2, viewed
+    assert f"{damaged} holds 3 NaN/inf values (mean_vectors 3): the file is damaged." in viewed
+    code, rendered = invoke("render", damaged, "-o", tmp_path / "v", *RENDER_FAST)
+    assert code == 1 and "holds 3 NaN/inf values (mean_vectors 3): the file is damaged." in rendered
+
+
+def test_a_claim_that_cannot_be_written_leaves_no_claim_file(tmp_path, monkeypatch):
+    """On a full disk the claim file is made but not its owner line: it must not stay (a 'live' claim)."""
+
+    def full_disk(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(claims.os, "write", full_disk)
+    with pytest.raises(OSError):
+        claims.try_claim(tmp_path / "x.mp4")
+    assert list(tmp_path.iterdir()) == []

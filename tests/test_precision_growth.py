@@ -96,6 +96,21 @@ def test_render_fidelity_compares_three_views_and_flags_what_users_would_see(tin
     assert any("NaN/inf" in failure for failure in failures)
 
 
+def test_render_fidelity_never_mistakes_a_new_reference_for_a_freed_one(tiny_model):
+    """Reference renders are cached per reference; a later reference gets its own, even at a reused id."""
+    from sharp_rt.export.validate import probe_camera, probe_image, reference_outputs
+    from sharp_rt.render.fidelity import IDENTICAL_PSNR_DB, RenderFidelity
+
+    check = RenderFidelity(max_side=64)
+    first = reference_outputs(tiny_model, *probe_image(384))
+    check(first, first, *probe_camera())
+    for step in range(1, 9):  # freed references: their ids are free for the next arrays
+        other = {name: value.copy() for name, value in first.items()}
+        other["colors"] = np.clip(other["colors"] + np.float32(0.04 * step), 0.0, 1.0)
+        assert check(other, other, *probe_camera())["min_psnr_db"] == IDENTICAL_PSNR_DB
+        del other
+
+
 def test_growth_takes_nonfinite_candidates_together_and_a_whole_part_replaces_its_pieces():
     from sharp_rt.export.pipeline import _next_islands, _with_islands
 

@@ -6,6 +6,7 @@ that do not fit in memory are refused with one clear line.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -96,6 +97,22 @@ def test_render_video_checks_the_camera_of_gaussians_made_in_python(tmp_path, sc
     with pytest.raises(SharpError, match="The scene holds an invalid camera"):
         render_video(with_camera(scene, float("nan"), (600, 400)), tmp_path / "x.mp4", RenderOptions())
     assert list(tmp_path.iterdir()) == []
+
+
+def test_render_folder_scan_skips_hidden_and_system_folders_and_says_how_many(tmp_path):
+    root = tmp_path / "share"
+    for place in ("splats/a.ply", ".Trash-0/files/b.ply", "@eaDir/c.ply", "splats/.hidden/d.ply"):
+        (root / place).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(TINY_PLY, root / place)
+    (root / "splats" / "a.mp4.source.json").write_text("{}")  # other files are not counted
+    result = render(root, "-o", tmp_path / "v", *FAST)
+    assert result.exit_code == 0, result.output
+    assert "skipped 3 hidden or system-folder scenes (" in flat(result.output)
+    assert "other file" not in result.output
+    assert videos(tmp_path / "v") == ["a.depth.mp4", "a.mp4"]
+    named = render(root / "@eaDir" / "c.ply", "-o", tmp_path / "v", *FAST)  # named: taken
+    assert named.exit_code == 0 and "skipped" not in named.output.split("\n")[0]
+    assert "c.mp4" in videos(tmp_path / "v")
 
 
 # --------------------------------------------------------------------------- scenes it cannot render (15)

@@ -324,12 +324,16 @@ def predict_here(
                 result.seconds["write"] = time.perf_counter() - started
                 wrote = True
             if video is not None:
+                from sharp_rt.core.naming import record_source
                 from sharp_rt.render.video import render_video, video_paths
 
                 mp4 = target.with_suffix(".mp4")
                 if not (target in video_only and all(p.exists() for p in video_paths(mp4, video))):
                     started = time.perf_counter()
                     render_video(result.gaussians, mp4, video)
+                    # The videos' scene is the written output, recorded as `render` records it (fails:
+                    # the videos are taken back), so that a later `render` of that file resumes them.
+                    record_source(target, video_paths(mp4, video))
                     result.seconds["render"] = time.perf_counter() - started
             if depth:
                 write_depth(result, target, overwrite, only_missing=target in video_only)

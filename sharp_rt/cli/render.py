@@ -7,7 +7,11 @@ by predict's rule (:mod:`sharp_rt.core.naming`: scenes sharing a stem get distin
 never an input's) and recorded in ``<first video>.source.json`` (the scene's name and
 SHA-256).  As ``predict`` does, a rerun skips inputs whose videos exist and record the
 same scene (videos are written atomically, so an existing one is complete;
-``--overwrite`` redoes them; another scene's videos are never replaced); a file that
+``--overwrite`` redoes them; another scene's videos are never replaced), under whichever
+name the rule gave them in an earlier run.  Each target is claimed before it is rendered
+(:mod:`sharp_rt.core.claims`), so that concurrent runs on one ``-o`` share the work: a
+scene another live run is rendering, or rendered meanwhile, is skipped, not failed; claims
+and temporary videos go on exit and SIGTERM.  A file that
 cannot be read or written is reported and skipped, and the command then exits with
 code 1.  A ``.splat`` file stores
 no camera: it is rendered from ml-sharp's default camera (640x480, focal length 512 px).
@@ -18,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections import Counter
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -48,11 +53,20 @@ class TrajectoryChoice(str, Enum):
 
 
 def collect_plys(inputs: list[str]) -> list[Path]:
-    """Expand scene files (.ply, .splat, .sog, .spz), folders (recursively) and glob patterns, once each."""
-    from sharp_rt.predict.inputs import expand_inputs
+    """Expand scene files (.ply, .splat, .sog, .spz), folders (recursively) and glob patterns, once each.
+
+    Folder scans skip hidden and system folders as predict's do and say how many scenes they
+    skipped (one line); the other files of a folder (videos, sidecars, photos) are not counted.
+    """
+    from sharp_rt.cli.console import show
+    from sharp_rt.predict.inputs import scan_inputs
     from sharp_rt.runtime.scene import SCENE_KINDS, SCENE_SUFFIXES
 
-    return expand_inputs(inputs, list(SCENE_SUFFIXES), f"{SCENE_KINDS} files")
+    scan = scan_inputs(inputs, list(SCENE_SUFFIXES), f"{SCENE_KINDS} files")
+    scan = dataclasses.replace(scan, other_suffixes=Counter())
+    if skipped := scan.skipped_summary("scenes"):
+        show("{}", skipped)
+    return scan.files
 
 
 def read_scene(path: Path, log) -> Gaussians:
@@ -77,6 +91,8 @@ def plan_videos(plys: list[Path], out_dir: Path, options):
     ``OUT_DIR/<stem>.mp4`` (and the other files of ``video_paths``), ``<name>.mp4`` or
     ``<name>.<path hash>.mp4`` when scenes share a stem; a scene whose names hold another
     scene's videos (recorded in ``<video>.source.json``) gets ``<name>.<content hash>.mp4``.
+    A scene's complete videos under any name the rule gives it (earlier runs with other
+    inputs) count as done.
     """
     from sharp_rt.core.naming import plan_with_sidecars
     from sharp_rt.render.video import video_paths
@@ -85,15 +101,6 @@ def plan_videos(plys: list[Path], out_dir: Path, options):
         return video_paths(target, options)
 
     return plan_with_sidecars(plys, out_dir, ".mp4", files_of, options.overwrite)
-
-
-def record_video_source(scene: Path, first: Path) -> None:
-    """Record which scene file a target's videos came from: ``<first video>.source.json``."""
-    from sharp_rt.core.atomic import write_atomic
-    from sharp_rt.core.naming import SourceRecord, sidecar_path, sidecar_text
-
-    text = sidecar_text(first, SourceRecord.of(scene))
-    write_atomic(sidecar_path(first), text.encode("utf-8"), overwrite=True)
 
 
 def report_video_plan(plans, out_dir: Path, show) -> None:
@@ -106,7 +113,7 @@ def report_video_plan(plans, out_dir: Path, show) -> None:
             len(plans),
             out_dir,
         )
-    renamed = [plan for plan in plans if plan.action != "blocked" and plan.target.stem != plan.source.stem]
+    renamed = [plan for plan in plans if plan.action == "todo" and plan.target.stem != plan.source.stem]
     if renamed:
         show(
             "{} inputs share their video name with another input, or their names hold another scene's "
@@ -167,6 +174,8 @@ def render_command(
     from sharp_rt.cli.console import progress_bar, show, user_errors
     from sharp_rt.cli.predict import stereo_baseline
     from sharp_rt.core.atomic import check_writable, is_no_space
+    from sharp_rt.core.claims import claim_sidecar_output
+    from sharp_rt.core.naming import record_source
     from sharp_rt.render.video import RenderOptions, check_render_options, render_video, video_paths
 
     with user_errors():
@@ -201,33 +210,37 @@ def render_command(
 
         remove_leftovers({out_dir})  # temporary videos of killed runs (never a live process's); SIGTERM
 
+    def files_of(target: Path) -> list[Path]:
+        return video_paths(target, options)
+
     with user_errors():  # names and identity: predict's rules (sharp_rt.core.naming)
         plans = plan_videos(plys, out_dir, options)
     failures: list[tuple[Path, str]] = [(plan.source, plan.why) for plan in plans if plan.action == "blocked"]
     report_video_plan(plans, out_dir, show)
+    skipped = 0  # scenes another live run is rendering, or rendered since the plan: not failures
     with progress_bar() as progress:
         for plan in plans:
             if plan.action != "todo":
                 continue
-            ply, target = plan.source, plan.target
-            task = progress.add_task(ply.name, total=frames)
+            ply, task, claim = plan.source, None, None
             try:
+                claimed = claim_sidecar_output(ply, plan.target, ".mp4", files_of, options.overwrite)
+                if isinstance(claimed, str):
+                    skipped += 1
+                    show("{} -> {}: {}, skipped", ply.name, plan.target.name, claimed)
+                    continue
+                claim, target, replace = claimed
+                task = progress.add_task(ply.name, total=frames)
                 gaussians = read_scene(ply, lambda message: show("  {}", message))
                 started = time.perf_counter()
-                replace = dataclasses.replace(options, overwrite=True) if plan.why == "replace" else options
                 written = render_video(
                     gaussians,
                     target,
-                    replace,
+                    dataclasses.replace(options, overwrite=True) if replace else options,
                     progress=lambda done, _total, task=task: progress.update(task, completed=done),
                     log=lambda message: show("  {}", message),
                 )
-                try:
-                    record_video_source(ply, video_paths(target, options)[0])
-                except BaseException:  # videos without their record would read as another scene's
-                    for path in written:
-                        path.unlink(missing_ok=True)
-                    raise
+                record_source(ply, video_paths(target, options))  # fails: the videos are taken back
             except Exception as error:  # one file must not stop the others
                 unexpected = f"{type(error).__name__}: {error}"
                 message = error.message if isinstance(error, SharpError) else unexpected
@@ -246,7 +259,13 @@ def render_command(
                 seconds = time.perf_counter() - started
                 names = " + ".join(str(path) for path in written)
                 show("{} -> {}  ({:.1f} s, {:.2f} frames/s)", ply.name, names, seconds, frames / seconds)
-            progress.remove_task(task)
+            finally:
+                if claim is not None:
+                    claim.release()
+                if task is not None:
+                    progress.remove_task(task)
+    if skipped:
+        show("{} inputs skipped: another run is rendering them, or rendered them meanwhile", skipped)
     if failures:
         show("[bold red]Failed:[/]")
         for path, message in failures:

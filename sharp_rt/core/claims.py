@@ -7,6 +7,8 @@ start time (Linux ``/proc``; it tells a reused pid from the owner).  A claim who
 is a process of this machine that is gone is stale and is taken over; a live owner's
 claim, or another machine's, is respected.  Claims are removed when the output is
 written (or fails), and on SIGTERM with :func:`sharp_rt.core.atomic.install_termination_cleanup`.
+``predict`` claims its splats (:func:`sharp_rt.predict.outputs.predict_claimed`), ``render``
+its videos (:func:`claim_sidecar_output`).
 
 Standard library only.
 """
@@ -18,10 +20,12 @@ import dataclasses
 import hashlib
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from sharp_rt.core import atomic
-from sharp_rt.core.naming import name_key
+from sharp_rt.core.errors import SharpError
+from sharp_rt.core.naming import clash_name, file_sha256, name_key, sidecar_state
 
 CLAIM_PREFIX = ".sharp-rt-claim-"
 
@@ -132,6 +136,10 @@ def try_claim(target: Path, note: str = "") -> Claim | Owner:
             continue
         try:
             os.write(fd, _owner_line(note).encode("ascii"))
+        except BaseException:  # e.g. a full disk: an empty claim would read as a live one for 10 s
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise
         finally:
             os.close(fd)
         atomic.track_temporary(path)  # SIGTERM removes it with the temporary files
@@ -167,3 +175,61 @@ def remove_stale_claims(directory: Path) -> list[Path]:
         except OSError:
             continue
     return removed
+
+
+def claim_sidecar_output(
+    source: Path,
+    target: Path,
+    suffix: str,
+    files_of: Callable[[Path], list[Path]],
+    overwrite: bool,
+) -> tuple[Claim, Path, bool] | str:
+    """Claim the planned ``target`` of ``source``'s sidecar-recorded output (``render``'s videos).
+
+    After the claim the target is looked at again (another run may have written it since
+    the plan, :func:`sharp_rt.core.naming.sidecar_state`).  Returns ``(claim, target,
+    replace)`` to make it (``replace``: files are there to be replaced: this source's own,
+    or unrecorded ones with ``overwrite``), or a string saying why it is skipped: a live
+    process is making it (its claim names this source's content), or made it meanwhile.
+    A claim or output of *another* source moves ``target`` to its
+    :func:`~sharp_rt.core.naming.clash_name`, as in the plan.  ``files_of(target)``: the
+    output's files, the first carrying the sidecar.  Raises :class:`SharpError` when
+    ``source`` cannot be read, the folder cannot be written (an ``OutputError`` keeping the
+    OS error number), or the target holds files that record no source (without
+    ``overwrite``) or another source's output even at the clash name.
+    """
+    try:
+        digest = file_sha256(source)
+    except OSError as error:
+        raise SharpError(f"cannot read {source}: {error.strerror or error}") from None
+    for attempt in range(2):
+        try:
+            held = try_claim(target, note=digest)
+        except OSError as error:
+            raise atomic.output_error(claim_path(target), error) from None
+        if not isinstance(held, Claim):
+            if held.note and held.note != digest and attempt == 0:
+                target = target.with_name(clash_name(source, digest, suffix))
+                continue  # another source of the same name is being made there
+            why = f"{held.describe()} is making it"
+            if held.pid and not held.is_local():  # cannot be checked from here: say how to clear it
+                why += f" (if that run is gone, delete {claim_path(target)})"
+            return why
+        state = sidecar_state(target, files_of, lambda: digest)
+        if state == "other" and attempt == 0:  # another run wrote another source's output there since
+            held.release()
+            target = target.with_name(clash_name(source, digest, suffix))
+            continue
+        if state == "own" and not overwrite:
+            held.release()
+            return "another process made it meanwhile"
+        if state in ("absent", "own", "own-partial") or (state == "unrecorded" and overwrite):
+            return held, target, state != "absent"
+        held.release()
+        if state == "other":
+            raise SharpError(f"{target} holds another source's output too: kept", hint="choose another -o")
+        raise SharpError(
+            f"{files_of(target)[0]} (or a file beside it) appeared meanwhile and records no source: kept",
+            hint="pass --overwrite to replace it",
+        )
+    raise AssertionError("unreachable")  # the second attempt always returns or raises

@@ -1,6 +1,7 @@
 """Output names and source identity, shared by ``predict`` (splats) and ``render`` (videos).
 
-Standard library only (no torch, no numpy): the rules are pure functions of paths and bytes.
+Standard library only (no torch, no numpy; :func:`record_source` writes with
+:mod:`sharp_rt.core.atomic`): the rules are pure functions of paths and bytes.
 
 **Names** (:func:`output_targets`).  Each input gets ``<stem><suffix>`` in ``out_dir`` (or,
 with ``keep_tree``, in its folder mirrored below the inputs' common folder).  Names are
@@ -31,6 +32,7 @@ An output is resumed only by an input whose content has the same hash.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -222,6 +224,74 @@ class Planned:
     why: str = ""  # blocked: the message; todo: "" or "clash" (moved aside) / "replace" (own or --overwrite)
 
 
+def own_elsewhere(
+    source: Path,
+    target: Path,
+    suffix: str,
+    sha256: Callable[[], str],
+    is_own: Callable[[Path], bool],
+    exists: Callable[[Path], bool] = Path.exists,
+) -> Path | None:
+    """The source's complete output under another name the rule can give it, or None.
+
+    The naming rule gives one source different names in runs with other inputs (``x.ply``
+    alone: ``x.mp4``; beside another ``x.ply``: ``x.ply.<path hash>.mp4``) and its clash
+    name when its regular name held another source's output.  ``target``: this run's name;
+    the other step names (:func:`target_name`) and the clash name (:func:`clash_name`) are
+    looked at.  ``sha256()``: the source's hex digest ("" if unreadable; asked only when a
+    candidate or ``target`` exists).  ``is_own(path)``: the output at ``path`` is a complete
+    one of this source.  ``exists(path)``: whether an output sits at ``path`` (default: the file).
+    Shared by ``predict`` (splats) and ``render`` (videos).
+    """
+    names = [target_name(source, step, suffix) for step in range(LAST_STEP + 1)]
+    present = [target.with_name(name) for name in names if name != target.name]
+    present = [path for path in present if exists(path)]
+    if (present or exists(target)) and (digest := sha256()):
+        aside = target.with_name(clash_name(source, digest, suffix))
+        if aside != target and exists(aside):
+            present.append(aside)
+    return next((path for path in present if is_own(path)), None)
+
+
+def sidecar_state(target: Path, files_of: Callable[[Path], list[Path]], sha256: Callable[[], str]) -> str:
+    """What sits at ``target`` for the source whose digest ``sha256()`` gives (asked only for a record).
+
+    ``files_of(target)``: the output's files, the first one carrying the sidecar.  Returns
+    "absent" (none of the files), "own" (all files, recording this source), "own-partial"
+    (this source's record, files missing), "other" (another source's record) or
+    "unrecorded" (files without a valid record).  OSError from ``sha256()`` propagates.
+    """
+    files = files_of(target)
+    present = [path for path in files if path.exists() or path.is_symlink()]
+    if not present:
+        return "absent"
+    record = read_sidecar(files[0])
+    if record is None:
+        return "unrecorded"
+    if record.sha256 != sha256():
+        return "other"
+    return "own" if len(present) == len(files) else "own-partial"
+
+
+def record_source(source: Path, outputs: list[Path]) -> None:
+    """Record that the written files ``outputs`` were made from ``source``: ``<outputs[0]>.source.json``.
+
+    Used for every headerless output (``render``'s videos and ``predict --render``'s,
+    whose source is the written scene file).  If the record cannot be written (or
+    ``source`` cannot be read), the ``outputs`` are removed and the error re-raised:
+    outputs without their record would read as another source's.
+    """
+    from sharp_rt.core.atomic import write_atomic
+
+    try:
+        text = sidecar_text(outputs[0], SourceRecord.of(source))
+        write_atomic(sidecar_path(outputs[0]), text.encode("utf-8"), overwrite=True)
+    except BaseException:
+        for path in outputs:
+            path.unlink(missing_ok=True)
+        raise
+
+
 def plan_with_sidecars(
     sources: list[Path],
     out_dir: Path,
@@ -231,11 +301,11 @@ def plan_with_sidecars(
 ) -> list[Planned]:
     """Plan outputs whose identity lives in a sidecar of their first file (``files_of(target)[0]``).
 
-    The rule is ``predict``'s: names by :func:`output_targets`; all files present and the
-    record is this source's content: done (``overwrite``: redo); no file present: todo;
-    another source's record: move to the :func:`clash_name` (never replace it, even with
-    ``overwrite``); files without a record, or only some files: blocked unless ``overwrite``
-    (a source's own incomplete set is redone).
+    The rule is ``predict``'s: names by :func:`output_targets`; this source's complete
+    output under any name the rule gives it (:func:`own_elsewhere`): done (``overwrite``:
+    redo); no file present: todo; another source's record: move to the :func:`clash_name`
+    (never replace it, even with ``overwrite``); files without a record: blocked unless
+    ``overwrite``; this source's incomplete set is redone.
     """
 
     def companions(target: Path) -> list[Path]:
@@ -245,38 +315,47 @@ def plan_with_sidecars(
     plans = []
     targets = output_targets(sources, out_dir, suffix, False, companions)
     for source, target in zip(sources, targets, strict=True):
-        digest = ""
-        for attempt in range(2):
-            files = files_of(target)
-            present = [path for path in files if path.exists() or path.is_symlink()]
-            if not present:
-                plans.append(Planned(source, target, "todo", "clash" if attempt else ""))
-                break
-            record = read_sidecar(files[0])
-            if record is not None and not digest:
-                try:
-                    digest = file_sha256(source)
-                except OSError as error:
-                    why = f"cannot read {source}: {error.strerror or error}"
-                    plans.append(Planned(source, target, "blocked", why))
-                    break
-            if record is not None and record.sha256 == digest:
-                complete = len(present) == len(files)
-                action = "done" if complete and not overwrite else "todo"
-                plans.append(Planned(source, target, action, "" if action == "done" else "replace"))
-                break
-            if record is not None and attempt == 0:  # another source's outputs: keep them, move aside
-                target = target.with_name(clash_name(source, digest, suffix))
-                continue
-            if overwrite and record is None:
-                plans.append(Planned(source, target, "todo", "replace"))
-                break
-            why = (
-                f"{present[0]} exists and records no source (an older sharp-rt, another tool, or a partial "
-                "run): kept (pass --overwrite to replace it)"
-                if record is None
-                else f"{present[0]} holds another source's output: kept (choose another folder with -o)"
-            )
+        try:
+            plans.append(_plan_sidecar_output(source, target, suffix, files_of, overwrite))
+        except OSError as error:
+            why = f"cannot read {source}: {error.strerror or error}"
             plans.append(Planned(source, target, "blocked", why))
-            break
     return plans
+
+
+def _plan_sidecar_output(
+    source: Path, target: Path, suffix: str, files_of: Callable[[Path], list[Path]], overwrite: bool
+) -> Planned:
+    """One source's :class:`Planned` (see :func:`plan_with_sidecars`); OSError if it cannot be hashed."""
+    digest = functools.cache(lambda: file_sha256(source))
+    state = sidecar_state(target, files_of, digest)
+    if state != "own":
+        found = own_elsewhere(
+            source,
+            target,
+            suffix,
+            digest,
+            is_own=lambda path: sidecar_state(path, files_of, digest) == "own",
+            exists=lambda path: any(file.exists() for file in files_of(path)),
+        )
+        if found is not None:  # an earlier run with other inputs named it otherwise: resume it
+            target, state = found, "own"
+    why = ""
+    if state == "other":  # another source's outputs: keep them, move aside
+        target, why = target.with_name(clash_name(source, digest(), suffix)), "clash"
+        state = sidecar_state(target, files_of, digest)
+        if state == "other":
+            why = f"{target} holds another source's output: kept (choose another folder with -o)"
+            return Planned(source, target, "blocked", why)
+    if state == "absent":
+        return Planned(source, target, "todo", why)
+    if state == "own" and not overwrite:
+        return Planned(source, target, "done")
+    if state in ("own", "own-partial") or overwrite:
+        return Planned(source, target, "todo", "replace")
+    present = next(path for path in files_of(target) if path.exists() or path.is_symlink())
+    why = (
+        f"{present} exists and records no source (an older sharp-rt, another tool, or a partial run): "
+        "kept (pass --overwrite to replace it)"
+    )
+    return Planned(source, target, "blocked", why)

@@ -41,15 +41,14 @@ from typing import TYPE_CHECKING
 
 from sharp_rt.core.errors import OutputError, SharpError
 from sharp_rt.core.naming import (
-    LAST_STEP,
     NAME_MAX_BYTES,
     SourceRecord,
     clash_name,
     file_sha256,
+    own_elsewhere,
     read_sidecar,
     sidecar_path,
     sidecar_text,
-    target_name,
 )
 from sharp_rt.core.naming import output_targets as _targets
 from sharp_rt.runtime.gaussians import Gaussians
@@ -358,13 +357,15 @@ def plan_outputs(
 
 
 def _own_elsewhere(image: Path, target: Path, fmt: OutputFormat, photo: _Photo, state) -> Path | None:
-    """The complete output of ``image`` under another name the rule gives it (other runs, other inputs)."""
-    names = [target_name(image, step, fmt.suffix) for step in range(LAST_STEP + 1)]
-    candidates = [target.with_name(name) for name in names if name != target.name]
-    present = [path for path in candidates if path.exists()]
-    if present and photo.sha256:
-        present.append(target.with_name(clash_name(image, photo.sha256, fmt.suffix)))
-    return next((path for path in present if path != target and state(path, photo) == "own"), None)
+    """The complete output of ``image`` under another name the rule gives it (other runs, other inputs).
+
+    :func:`sharp_rt.core.naming.own_elsewhere`, which ``render`` uses for its videos too.
+    """
+
+    def is_own(path: Path) -> bool:
+        return state(path, photo) == "own"
+
+    return own_elsewhere(image, target, fmt.suffix, lambda: photo.sha256, is_own)
 
 
 def _why_blocked(state: str, target: Path, fmt: OutputFormat, num_gaussians: int | None) -> str:

@@ -65,7 +65,9 @@ class RenderFidelity:
 
     def __init__(self, max_side: int = 384) -> None:
         self.max_side = int(max_side)
-        self._cache: dict[int, tuple[Any, list]] = {}
+        # id(reference means) -> (those means, cameras, reference frames); holding the array keeps its
+        # id from being reused by another reference while the entry exists
+        self._cache: dict[int, tuple[np.ndarray, Any, list]] = {}
 
     def _gaussians(self, outputs: Mapping[str, np.ndarray], f_px: float, width: int, height: int):
         from sharp_rt.runtime.gaussians import Gaussians
@@ -98,12 +100,13 @@ class RenderFidelity:
         height: int,
     ) -> dict[str, Any]:
         """Compare renders of ``engine``'s Gaussians with ``reference``'s (see the class docstring)."""
-        key = id(reference["mean_vectors"])
-        if key not in self._cache:
+        means = reference["mean_vectors"]
+        cached = self._cache.get(id(means))
+        if cached is None or cached[0] is not means:
             ref_gaussians = self._gaussians(reference, f_px, width, height)
             cameras = self._cameras(ref_gaussians, width, height)
-            self._cache[key] = (cameras, self._render(ref_gaussians, cameras))
-        cameras, ref_frames = self._cache[key]
+            cached = self._cache[id(means)] = (means, cameras, self._render(ref_gaussians, cameras))
+        _, cameras, ref_frames = cached
         nonfinite = int(sum(np.size(v) - np.count_nonzero(np.isfinite(v)) for v in engine.values()))
         names = ["input view", *(f"trajectory frame {i}" for i in TRAJECTORY_VIEWS)]
         if nonfinite:

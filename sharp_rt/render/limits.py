@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sharp_rt.core.errors import NonFiniteError, RenderError
+from sharp_rt.core.errors import RenderError
 
 if TYPE_CHECKING:
     import torch
@@ -67,7 +67,7 @@ def check_scene(gaussians: Gaussians) -> None:
     Raises :class:`RenderError` (empty, broken camera) or :class:`NonFiniteError`.  The
     message says what is wrong with the scene; the caller names the file.
     """
-    from sharp_rt.runtime.gaussians import ARRAY_NAMES, nonfinite_counts
+    from sharp_rt.runtime.gaussians import check_scene_finite
     from sharp_rt.runtime.ply import check_camera
 
     if len(gaussians) == 0:
@@ -76,13 +76,7 @@ def check_scene(gaussians: Gaussians) -> None:
             hint="the file is empty of splats; render the file that `sharp-rt predict` wrote for the photo",
         )
     check_camera(gaussians.f_px, gaussians.image_size, "The scene", RenderError)
-    counts = nonfinite_counts({name: getattr(gaussians, name) for name in ARRAY_NAMES})
-    if counts:
-        where = ", ".join(f"{name} {count:,}" for name, count in counts.items())
-        raise NonFiniteError(
-            f"The scene holds {sum(counts.values()):,} NaN/inf values ({where}): the file is damaged.",
-            hint="predict the photo again (`sharp-rt predict`); a new file replaces this one",
-        )
+    check_scene_finite(gaussians)  # shared with `view`
 
 
 @dataclasses.dataclass(frozen=True)

@@ -81,6 +81,27 @@ def nonfinite_counts(arrays: Mapping[str, np.ndarray]) -> dict[str, int]:
     return {name: count for name, count in counts.items() if count}
 
 
+DAMAGED_HINT = "predict the photo again (`sharp-rt predict`); a new file replaces this one"
+
+
+def check_scene_finite(gaussians: Gaussians, what: str = "The scene") -> None:
+    """Refuse a scene read from a file that holds NaN / inf values: the file is damaged.
+
+    ``render`` and ``view`` share this check, so that neither renders nor serves such a
+    file (the viewer dropped those Gaussians silently).  ``what``: the message's subject
+    (e.g. the file's path).  Raises :class:`NonFiniteError` naming the count per array.
+    Unlike :func:`check_finite` (an engine's outputs), no precision is blamed: a file
+    holds what was written to it.
+    """
+    counts = nonfinite_counts({name: getattr(gaussians, name) for name in ARRAY_NAMES})
+    if counts:
+        where = ", ".join(f"{name} {count:,}" for name, count in counts.items())
+        raise NonFiniteError(
+            f"{what} holds {sum(counts.values()):,} NaN/inf values ({where}): the file is damaged.",
+            hint=DAMAGED_HINT,
+        )
+
+
 def check_finite(
     arrays: Mapping[str, np.ndarray] | Gaussians, what: str, precision: str | None = None
 ) -> None:

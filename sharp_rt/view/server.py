@@ -50,9 +50,11 @@ def require_viser() -> ModuleType:
 def load_scene(path: Path) -> Gaussians:
     """Read a ``.ply`` (ml-sharp, plain or compressed layout), ``.splat``, ``.sog`` or ``.spz`` file.
 
-    Returns metric Gaussians.  Raises :class:`SharpError` for other file types and for
-    unreadable files.
+    Returns metric Gaussians.  Raises :class:`SharpError` for other file types, unreadable
+    files, an empty scene or a broken camera, and :class:`~sharp_rt.core.errors.NonFiniteError`
+    for NaN / inf values (the file is damaged: ``render``'s check, not served in part).
     """
+    from sharp_rt.runtime.gaussians import check_scene_finite
     from sharp_rt.runtime.ply import check_camera
     from sharp_rt.runtime.scene import read_scene
 
@@ -62,6 +64,7 @@ def load_scene(path: Path) -> Gaussians:
         if len(scene) == 0:
             raise SharpError(f"{path} holds no Gaussians: there is nothing to show.", hint=EMPTY_HINT)
         check_camera(scene.f_px, scene.image_size, str(path), SharpError)  # every format, named
+        check_scene_finite(scene, str(path))  # as `render` refuses it
         return scene
     raise SharpError(
         f"{path} is not a scene sharp-rt can show "
