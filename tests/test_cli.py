@@ -92,7 +92,12 @@ def test_predict_render_writes_colour_and_depth_videos(tmp_path, tiny_checkpoint
     args = ["predict", str(DATA / "chelsea.png"), "-o", str(out), "-c", str(tiny_checkpoint)]
     result = runner.invoke(app, [*args, "--render", "--frames", "2", "--resolution", "64"])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["chelsea.depth.mp4", "chelsea.mp4", "chelsea.ply"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "chelsea.depth.mp4",
+        "chelsea.mp4",
+        "chelsea.mp4.source.json",  # the videos' scene, as render records it
+        "chelsea.ply",
+    ]
 
 
 def test_output_folder_that_is_a_file_is_a_clear_error(tmp_path, tiny_checkpoint):
@@ -150,7 +155,12 @@ def test_predict_render_resume_renders_the_missing_video_and_keeps_the_ply(tmp_p
     result = runner.invoke(app, [*args, *video])
     assert result.exit_code == 0, result.output
     assert "not the requested video" in " ".join(result.output.split())
-    assert sorted(p.name for p in out.iterdir()) == ["chelsea.depth.mp4", "chelsea.mp4", "chelsea.ply"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "chelsea.depth.mp4",
+        "chelsea.mp4",
+        "chelsea.mp4.source.json",  # the videos' scene, as render records it
+        "chelsea.ply",
+    ]
     assert (out / "chelsea.ply").read_bytes() == ply
     again = runner.invoke(app, [*args, *video])
     assert again.exit_code == 0, again.output
