@@ -266,7 +266,7 @@ def atomic_write(path: str | Path, *, overwrite: bool = False) -> Iterator[Binar
         raise
     finally:
         forget_temporary(tmp)
-    _sync_directory(path.parent)
+    sync_directory(path.parent)
 
 
 def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
@@ -289,7 +289,7 @@ def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
     tmp.unlink()
 
 
-def _sync_directory(directory: Path) -> None:
+def sync_directory(directory: Path) -> None:
     """Flush a directory entry to disk so that the rename survives a crash (best effort, POSIX)."""
     if os.name != "posix":
         return

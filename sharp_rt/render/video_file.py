@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sharp_rt.core.atomic import forget_temporary, output_error, temporary_name
+from sharp_rt.core.atomic import forget_temporary, output_error, sync_directory, temporary_name
 from sharp_rt.core.errors import OutputError
 
 TEMPORARY_SUFFIX = ".tmp.mp4"  # ffmpeg picks the container by the suffix
@@ -213,7 +213,7 @@ class VideoFile:
         except OSError as exc:
             raise self._error(exc) from exc
         self._release()
-        _sync_directory(self.path.parent)
+        sync_directory(self.path.parent)
         return self.path
 
     def discard(self) -> None:
@@ -236,15 +236,3 @@ class VideoFile:
                 os.close(self._fd)
             self._fd = None
         forget_temporary(self.tmp)
-
-
-def _sync_directory(directory: Path) -> None:
-    """Flush the directory entry of a rename to disk (best effort, POSIX)."""
-    if os.name != "posix":
-        return
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
