@@ -2,22 +2,26 @@
 
 Variants (each a fresh process per round, interleaved A B C D A B C D ..., one at a time):
 
-* ``first-run``: ``Predictor.from_checkpoint(ckpt, backend="auto", precision="auto")`` with an
-  empty engine cache (``SHARP_RT_CACHE`` in a fresh folder): hash, reference on the probe photo,
-  ONNX export, engine open (compile), validation, then photo 1 -> ``.ply``, photo 2 -> ``.ply``;
-* ``cached``: the same call with the engine cache a ``first-run`` filled (the second day);
+* ``first-run``: the engine ``predict`` opens with an empty engine cache (``SHARP_RT_CACHE`` in a
+  fresh folder; :func:`sharp_rt.export.first_run.first_run_engine`, as ``Predictor.from_checkpoint(ckpt,
+  backend="auto")``): photo 1 from ``sharp_ref`` fp32 -> ``.ply``; then the engine is built (export,
+  open, validation against photo 1's reference output) and photo 2 runs on it; photo 3 (warm);
+* ``build-first``: the route of the first issue-25 version (:func:`~sharp_rt.export.first_run.cached_engine`):
+  reference on the probe photo, export, open, validation on the probe, then the three photos;
+* ``cached``: ``first_run_engine`` with the cache a first run filled (the second day);
 * ``torch``: today's route without an export, ``--backend torch`` (bf16 where the CPU has it);
 * ``export-route``: the route before issue 25, ``sharp-rt export --precision fp32`` (validated with
   ONNX Runtime on the probe photos) then ``predict`` with the default engine, in one process.
 
 Reported per variant (medians over rounds; wall and CPU seconds; peak RSS; the load average before
-and after each process; ``lscpu``'s model): seconds from process start to the first ``.ply`` on
-disk, each stage, the second photo (decode .. ``.ply``: the warm per-photo time), and the goal's
-ratio ``first .ply / warm photo`` (issue 25: <= 3 with validation; the second photo at warm speed).
+and after each process; ``lscpu``'s model): seconds from process start to the first and the second
+``.ply`` on disk, each stage, the third photo (decode .. ``.ply`` on a warm engine: the warm
+per-photo time), and the goal's ratio ``first .ply / warm photo`` (issue 25: <= 3 with validation).
 
 Usage::
 
-    python benchmarks/first_run.py --preset tiny1536 --rounds 3
+    nice -n 10 python benchmarks/first_run.py --preset tiny1536 --rounds 3 --threads 2 \
+        --variants first-run build-first cached torch
     nice -n 10 python benchmarks/first_run.py --preset sharp --rounds 2 --variants first-run cached
 
 Synthetic seed-0 weights are written to ``--workdir`` (the full model's 2.8 GB too).
@@ -39,16 +43,45 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-VARIANTS = ("first-run", "cached", "torch", "export-route")
+VARIANTS = ("first-run", "build-first", "cached", "torch", "export-route")
 PHOTOS = (
     ROOT / "benchmarks" / "eval_photos" / "astronaut.jpg",
     ROOT / "benchmarks" / "eval_photos" / "rocket.jpg",
+    ROOT / "benchmarks" / "eval_photos" / "raccoon.jpg",
 )
 
 
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def open_variant(variant: str, args: argparse.Namespace, stages: dict[str, float]):
+    """The engine of ``variant`` (nothing predicted yet) and whether this process built it."""
+    from sharp_rt.export import first_run
+
+    root = Path(args.cache) / "engines"
+    if variant in ("first-run", "cached"):
+        engine = first_run.first_run_engine(args.checkpoint, threads=args.threads, root=root)
+        return engine, isinstance(engine, first_run.ReferenceFirstEngine)
+    if variant == "build-first":
+        found = first_run.cached_engine(args.checkpoint, threads=args.threads, root=root)
+        stages.update({f"engine: {k}": v for k, v in found.seconds.items()})
+        return found.engine, found.built
+    if variant == "torch":
+        from sharp_rt.predict.predictor import EngineSpec
+
+        spec = EngineSpec(checkpoint=Path(args.checkpoint), backend="torch", threads=args.threads)
+        return spec.open(), False
+    from sharp_rt.engines import load_artifact  # export-route
+    from sharp_rt.export.pipeline import export_engine
+
+    engines = Path(args.cache) / "export"
+    shutil.rmtree(engines, ignore_errors=True)
+    started = time.perf_counter()
+    export_engine(args.checkpoint, precision="fp32", out_dir=engines)
+    stages["export (validated)"] = time.perf_counter() - started
+    return load_artifact(engines, threads=args.threads), True
 
 
 def child(args: argparse.Namespace) -> None:
@@ -62,57 +95,36 @@ def child(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     opened = time.perf_counter()
-    if args.child in ("first-run", "cached"):
-        from sharp_rt.export.first_run import cached_engine
-
-        found = cached_engine(args.checkpoint, threads=args.threads, root=Path(args.cache) / "engines")
-        stages.update({f"engine: {k}": v for k, v in found.seconds.items()})
-        predictor = Predictor(found.engine)
-        built = found.built
-    elif args.child == "torch":
-        from sharp_rt.predict.predictor import EngineSpec
-
-        predictor = Predictor(
-            EngineSpec(checkpoint=Path(args.checkpoint), backend="torch", threads=args.threads).open()
-        )
-        built = False
-    else:  # export-route
-        from sharp_rt.export.pipeline import export_engine
-
-        engines = Path(args.cache) / "export"
-        shutil.rmtree(engines, ignore_errors=True)
-        t0 = time.perf_counter()
-        export_engine(args.checkpoint, precision="fp32", out_dir=engines)
-        stages["export (validated)"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        predictor = Predictor.from_artifact(engines, threads=args.threads)
-        stages["open"] = time.perf_counter() - t0
-        built = True
+    engine, built = open_variant(args.child, args, stages)
     stages["engine ready"] = time.perf_counter() - opened
-    times = []
+    predictor = Predictor(engine)
+    times, engines, since_start = [], [], []
     for index, photo in enumerate(PHOTOS):
         t0 = time.perf_counter()
         gaussians = predictor.predict(photo)
         write_ply(gaussians, out / f"{index}.ply", overwrite=True)
         times.append(time.perf_counter() - t0)
-        if index == 0:
-            first_ply = time.time() - args.spawned_at
-    info = predictor.engine.info
+        since_start.append(time.time() - args.spawned_at)
+        engines.append(f"{predictor.engine.info.backend} {predictor.engine.info.precision}")
+    recorded = getattr(engine, "seconds", None) or engine.info.details.get("first_run_seconds", {})
+    stages.update({f"engine: {k}": v for k, v in recorded.items()})
     print(
         json.dumps(
             {
                 "variant": args.child,
-                "engine": f"{info.backend} {info.precision}",
+                "engines": engines,  # the engine that produced each photo's splat
                 "built": built,
-                "first_ply_s": first_ply,
-                "first_photo_s": times[0],
-                "second_photo_s": times[1],
+                "first_ply_s": since_start[0],
+                "second_ply_s": since_start[1],
+                "photo_s": times,
+                "warm_photo_s": times[2],
                 "stages": stages,
                 "cpu_s": cpu_seconds(),
                 "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
             }
         )
     )
+    predictor.close()
 
 
 def run_child(variant: str, args, cache: Path, out: Path) -> dict:
@@ -154,9 +166,18 @@ def main() -> None:
     parser.add_argument("--cache", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--spawned-at", type=float, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--fingerprint-cost",
+        type=Path,
+        metavar="DIR",
+        help="only time the cache's content check on DIR (an engine-cache entry or an export; read only)",
+    )
     args = parser.parse_args()
     if args.child:
         child(args)
+        return
+    if args.fingerprint_cost:
+        fingerprint_cost(args.fingerprint_cost)
         return
 
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -181,9 +202,9 @@ def main() -> None:
             result = run_child(variant, args, cache, args.workdir / f"out-{variant}")
             results[variant].append(result)
             print(
-                f"round {round_index + 1} {variant}: first .ply {result['first_ply_s']:.1f} s, "
-                f"second photo {result['second_photo_s']:.1f} s, CPU {result['cpu_s']:.1f} s, "
-                f"load {result['load'][0]:.1f}-{result['load'][1]:.1f}",
+                f"round {round_index + 1} {variant}: first .ply {result['first_ply_s']:.1f} s, second "
+                f"{result['second_ply_s']:.1f} s, warm photo {result['warm_photo_s']:.1f} s, CPU "
+                f"{result['cpu_s']:.1f} s, load {result['load'][0]:.1f}-{result['load'][1]:.1f}",
                 flush=True,
             )
     model = next(
@@ -191,24 +212,56 @@ def main() -> None:
     )
     print(f"\n{args.preset}, {args.rounds} rounds, {args.threads} threads, CPU: {model}\n")
     print(
-        "| variant | engine | first .ply s (from process start) | warm photo s (2nd) | first / warm "
-        "| CPU s | peak RSS GB | stages (median s) |"
+        "| variant | engines (photos 1, 2, 3) | first .ply s | second .ply s | warm photo s (3rd) "
+        "| first / warm | CPU s | peak RSS GB | stages (median s) |"
     )
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for variant, rows in results.items():
         first = statistics.median(r["first_ply_s"] for r in rows)
-        warm = statistics.median(r["second_photo_s"] for r in rows)
+        second = statistics.median(r["second_ply_s"] for r in rows)
+        warm = statistics.median(r["warm_photo_s"] for r in rows)
         cpu = statistics.median(r["cpu_s"] for r in rows)
         rss = max(r["peak_rss_gb"] for r in rows)
-        names = list(rows[0]["stages"])
+        names = list(dict.fromkeys(n for r in rows for n in r["stages"]))
         stages = ", ".join(
             f"{n} {statistics.median(r['stages'].get(n, 0.0) for r in rows):.1f}" for n in names
         )
         print(
-            f"| {variant} | {rows[0]['engine']} | {first:.1f} | {warm:.1f} | {first / warm:.1f} "
-            f"| {cpu:.1f} | {rss:.2f} | {stages} |"
+            f"| {variant} | {', '.join(rows[0]['engines'])} | {first:.1f} | {second:.1f} | {warm:.1f} "
+            f"| {first / warm:.1f} | {cpu:.1f} | {rss:.2f} | {stages} |"
         )
     (args.workdir / "results.json").write_text(json.dumps(results, indent=1))
+
+
+def fingerprint_cost(directory: Path, repeats: int = 5) -> None:
+    """Time recording and checking the content fingerprints of ``directory``'s files, and one full sha256."""
+    import hashlib
+
+    from sharp_rt.export.first_run import entry_fingerprints, fingerprint_problem
+
+    started = time.perf_counter()
+    recorded = entry_fingerprints(directory)
+    record_s = time.perf_counter() - started
+    checks = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        assert fingerprint_problem(directory, recorded) is None
+        checks.append(time.perf_counter() - started)
+    for name, fingerprint in recorded.items():
+        how = "whole" if "sha256" in fingerprint else "sampled"
+        print(f"{name}: {fingerprint['size'] / 1e6:.1f} MB, hashed {how}")
+    print(f"record {record_s:.3f} s; check, {repeats}x: {', '.join(f'{c:.3f}' for c in checks)} s")
+    largest = max(recorded, key=lambda name: recorded[name]["size"])
+    started, cpu = time.perf_counter(), time.process_time()
+    hasher = hashlib.sha256()
+    with open(directory / largest, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            hasher.update(block)
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    print(
+        f"full sha256 of {largest} for comparison: {wall:.2f} s wall, {cpu:.2f} s CPU; "
+        f"load {os.getloadavg()[0]:.1f}"
+    )
 
 
 def _lscpu() -> str:

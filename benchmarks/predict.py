@@ -16,7 +16,15 @@ Protocol:
   times the clock), and each variant's network time against it;
 * errors of every variant against the first fp32 variant in the run (the
   reference if present) on the first image: covariance relative error p50 / p99 /
-  p99.9 / max, colour and opacity max abs, mean vectors p99.9 relative.
+  p99.9 / max, colour and opacity max abs, mean vectors p99.9 relative;
+* render fidelity of every variant against the first fp32 variant, on every photo the
+  processes ran (warm-up included): PSNR of the photo's view and two trajectory views
+  (``sharp_rt.render.fidelity.RenderFidelity``, a fresh one per photo; the network's NDC
+  outputs of each photo are kept in ``--workdir``), the NaN / inf count of every image's
+  outputs, and the peak RSS of each process.
+
+Images: the evaluation photos ``benchmarks/eval_photos/`` in name order, cycled (no test and
+no calibration uses them; the warm-up image is the first).
 
 Variants:
 
@@ -25,14 +33,18 @@ Variants:
 * ``torch-fp32`` / ``torch-bf16`` / ``torch-fp16`` (CUDA): sharp-rt's torch engine;
 * ``ov-fp32`` / ``ov-bf16``: the fp32 export in OpenVINO (compiled-model cache warm:
   the cold start of a second run, which is what users see after the first);
+* ``ov-int8``: the fp32 export in OpenVINO with ``precision="int8"`` (issue 25: its int8
+  model is built, or found in its cache next to the export, during the set-up, outside any
+  timed process; the build's time is reported apart, as is the compile of the others);
 * ``ort-fp32``: the fp32 export in ONNX Runtime.
 
 Usage::
 
     python benchmarks/predict.py --preset tiny1536
-    python benchmarks/predict.py --preset sharp --variants reference torch-bf16 ov-bf16 --rounds 3 --images 3
+    python benchmarks/predict.py --preset sharp --variants reference ov-bf16 ov-int8 --rounds 2 --images 3
 
-Synthetic weights and exports are cached in ``--workdir``.  FLOP per image: 21.5 T
+Synthetic weights and exports are cached in ``--workdir``/``--preset`` (a folder that already
+holds ``<preset>_seed0.pt`` and ``export-fp32/`` can be linked there).  FLOP per image: 21.5 T
 for ``sharp`` (torch's FlopCounterMode on the full model, shared measurements),
 counted with FlopCounterMode for the other presets (cached).
 """
@@ -55,7 +67,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 DEFAULT_VARIANTS = ("reference", "torch-fp32", "torch-bf16", "ort-fp32", "ov-fp32", "ov-bf16")
-IMAGES = (ROOT / "tests" / "data" / "coffee.png", ROOT / "tests" / "data" / "chelsea.png")
+# Photos no test, calibration or export probe uses (benchmarks/eval_photos/README.md); until issue 25
+# this benchmark cycled tests/data's coffee.png and chelsea.png.
+IMAGES = tuple(
+    sorted(p for p in (ROOT / "benchmarks" / "eval_photos").iterdir() if p.suffix in (".jpg", ".png"))
+)
 SHARP_FLOP = 21.5e12  # per image, full model (torch FlopCounterMode; measured with ml-sharp's code)
 
 
@@ -65,8 +81,21 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def nonfinite_count(outputs: dict) -> int:
+    """NaN / inf values over the network's outputs (numpy arrays)."""
+    import numpy as np
+
+    return int(sum(np.size(v) - np.count_nonzero(np.isfinite(v)) for v in outputs.values()))
+
+
 def open_variant(variant: str, checkpoint: Path, workdir: Path, device: str, threads: int):
-    """Load ``variant``: a callable image path -> (metric Gaussians as dict, seconds of the network)."""
+    """Load ``variant``: a callable (image path, .ply path) -> :func:`image_result`'s dict.
+
+    The dict: ``metric`` (metric Gaussians as arrays, None when the outputs hold NaN / inf),
+    ``network`` (seconds of the forward), ``ndc`` (the network's five outputs, float32 with a batch
+    dimension of 1: what :class:`sharp_rt.render.fidelity.RenderFidelity` compares), ``camera``
+    (f_px, width, height of the photo) and ``nonfinite`` (NaN / inf values in ``ndc``).
+    """
     if variant == "reference":
         import torch
 
@@ -98,22 +127,37 @@ def open_variant(variant: str, checkpoint: Path, workdir: Path, device: str, thr
             workdir / f"export-{precision}", backend="onnxruntime", threads=threads
         )
 
-    def run(source: Path, target: Path):
+    def run(source: Path, target: Path) -> dict:
         prepared = predictor.prepare(source)
-        gaussians, seconds = predictor.infer(prepared)
-        write_output(gaussians, target, OutputFormat.ply, overwrite=True)
-        return metric_arrays(gaussians), seconds["inference"]
+        outputs, network = predictor.run_engine(prepared)
+        nonfinite = nonfinite_count(outputs)
+        metric = None
+        if not nonfinite:  # to_gaussians refuses NaN / inf (NonFiniteError): counted instead
+            gaussians = predictor.to_gaussians(outputs, prepared)
+            write_output(gaussians, target, OutputFormat.ply, overwrite=True)
+            metric = metric_arrays(gaussians)
+        camera = (float(prepared.f_px), int(prepared.width), int(prepared.height))
+        ndc = {name: value[None] for name, value in outputs.items()}
+        return image_result(metric, network, ndc, camera, nonfinite)
 
     return run
 
 
+def image_result(metric, network: float, ndc: dict, camera: tuple, nonfinite: int) -> dict:
+    """What a variant returns for one image (see :func:`open_variant`)."""
+    return {"metric": metric, "network": network, "ndc": ndc, "camera": camera, "nonfinite": nonfinite}
+
+
+NDC_NAMES = ("mean_vectors", "singular_values", "quaternions", "colors", "opacities")
+
+
 def metric_arrays(gaussians) -> dict:
-    names = ("mean_vectors", "singular_values", "quaternions", "colors", "opacities")
-    return {name: getattr(gaussians, name) for name in names}
+    return {name: getattr(gaussians, name) for name in NDC_NAMES}
 
 
 def reference_image(model, device: str, source: Path, target: Path):
     """ml-sharp's predict for one image: decode, torch preprocess, fp32 forward, fp64 SVD, per-row PLY."""
+    import numpy as np
     import torch
     from postprocess import ref_quaternions, ref_svd, ref_transform, ref_write_ply
 
@@ -129,6 +173,8 @@ def reference_image(model, device: str, source: Path, target: Path):
         ndc = model(x, factor)
     ndc = ndc_to_container(ndc, loaded.f_px, width, height)
     network = time.perf_counter() - started
+    outputs = {name: np.asarray(getattr(ndc, name), dtype=np.float32)[None] for name in NDC_NAMES}
+    nonfinite = nonfinite_count(outputs)
     means, covariances = ref_transform(ndc)
     u, s2 = ref_svd(covariances)
     quaternions, scales = ref_quaternions(u, s2)
@@ -140,7 +186,7 @@ def reference_image(model, device: str, source: Path, target: Path):
         "colors": ndc.colors,
         "opacities": ndc.opacities,
     }
-    return metric, network
+    return image_result(metric, network, outputs, (float(loaded.f_px), width, height), nonfinite)
 
 
 def child(variant: str, args: argparse.Namespace) -> dict:
@@ -158,12 +204,24 @@ def child(variant: str, args: argparse.Namespace) -> dict:
         for index in range(args.images + 1):
             source = IMAGES[index % len(IMAGES)]
             wall, cpu = time.perf_counter(), cpu_seconds()
-            metric, network = run(source, out_dir / f"{index}.ply")
+            result = run(source, out_dir / f"{index}.ply")
             images.append(
-                {"wall": time.perf_counter() - wall, "cpu": cpu_seconds() - cpu, "network": network}
+                {
+                    "wall": time.perf_counter() - wall,
+                    "cpu": cpu_seconds() - cpu,
+                    "network": result["network"],
+                    "photo": source.name,
+                    "nonfinite": result["nonfinite"],
+                }
             )
-            if index == 0:
-                np.savez(workdir / f"out-{variant}.npz", **metric)
+            # kept outside the timing: the outputs of each photo for the render comparison
+            if index < len(IMAGES):
+                np.savez(
+                    ndc_path(workdir, variant, source), **result["ndc"], camera=np.array(result["camera"])
+                )
+            if index == 0 and result["metric"] is not None:
+                np.savez(workdir / f"out-{variant}.npz", **result["metric"])
+            del result
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
     return {
@@ -173,6 +231,47 @@ def child(variant: str, args: argparse.Namespace) -> dict:
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "loadavg": [load_before[0], os.getloadavg()[0]],
     }
+
+
+def ndc_path(workdir: Path, variant: str, photo: Path) -> Path:
+    """Where a variant's network outputs for ``photo`` are kept (``.npz``: the five outputs + camera)."""
+    return workdir / f"ndc-{variant}-{photo.stem}.npz"
+
+
+def render_fidelity(workdir: Path, baseline: str, variants: list[str]) -> dict[str, dict[str, dict]]:
+    """Render PSNR of each variant's splat against ``baseline``'s, per photo and view.
+
+    Reads the outputs :func:`child` kept (:func:`ndc_path`); a fresh
+    :class:`~sharp_rt.render.fidelity.RenderFidelity` per photo (it caches the reference's renders by
+    ``id()`` of its arrays, which a freed array's successor can reuse).  Views: the photo's own and
+    two trajectory views.  Returns variant -> photo -> ``{"psnr_db": [3 views], "nonfinite": n,
+    "depth_mean": relative depth error of the photo's view}``; photos without both files are left out.
+    """
+    import numpy as np
+
+    from sharp_rt.render.fidelity import RenderFidelity
+
+    table: dict[str, dict[str, dict]] = {v: {} for v in variants if v != baseline}
+    for photo in IMAGES:
+        reference_file = ndc_path(workdir, baseline, photo)
+        present = [v for v in table if ndc_path(workdir, v, photo).exists()]
+        if not reference_file.exists() or not present:
+            continue
+        fidelity = RenderFidelity()
+        with np.load(reference_file) as saved:
+            reference = {name: saved[name] for name in NDC_NAMES}
+            f_px, width, height = saved["camera"]
+        for variant in present:
+            with np.load(ndc_path(workdir, variant, photo)) as saved:
+                outputs = {name: saved[name] for name in NDC_NAMES}
+            result = fidelity(outputs, reference, float(f_px), int(width), int(height))
+            table[variant][photo.name] = {
+                "psnr_db": [view["psnr_db"] for view in result["views"]],
+                "nonfinite": result["nonfinite"],
+                "depth_mean": result["input_view_depth_error"]["mean"],
+            }
+            print(f"render fidelity {variant} {photo.name}: {table[variant][photo.name]}", file=sys.stderr)
+    return table
 
 
 def errors_against(reference: Path, candidate: Path) -> dict[str, float]:
@@ -260,17 +359,56 @@ def prepare(preset: str, workdir: str | Path, variants: list[str], threads: int)
             from sharp_rt.export.pipeline import export_engine
 
             export_engine(checkpoint, precision=precision, out_dir=target, validate=False, overwrite=True)
-    if any(v.startswith("ov-") for v in variants):  # warm the compiled-model caches (a first run's cost)
+    # Warm the compiled-model caches (a first run's cost) and build the int8 model: timed here, apart
+    # from the measured processes (which then find both in their caches, as a user's second run does).
+    setup: dict[str, dict] = {}
+    if any(v.startswith("ov-") for v in variants):
         from sharp_rt.engines.openvino_engine import OpenVinoEngine
+        from sharp_rt.engines.openvino_int8 import read_int8_record
 
         for variant in variants:
             if variant.startswith("ov-"):
-                OpenVinoEngine(workdir / "export-fp32", precision=variant[3:], threads=threads).close()
+                started = time.perf_counter()
+                engine = OpenVinoEngine(workdir / "export-fp32", precision=variant[3:], threads=threads)
+                setup[variant] = {"open_wall": time.perf_counter() - started, **engine.info.details}
+                if variant == "ov-int8":  # the build as recorded when it ran (maybe in an earlier set-up)
+                    record = read_int8_record(Path(engine.info.details["int8_model"]).parent) or {}
+                    setup[variant]["int8_build_seconds"] = record.get("seconds")
+                    setup[variant]["int8_rounds"] = len(record.get("rounds", []))
+                engine.close()
+    (workdir / "setup.json").write_text(json.dumps(setup, indent=1, default=str))
     count_flop(preset, workdir)
 
 
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+def speedup_lines(runs: dict[str, list[dict]]) -> list[str]:
+    """int8 against bf16 and the reference (issue 25's goals), by steady wall and CPU seconds.
+
+    Medians over all timed images of all rounds, and each round's own ratio beside them (so a
+    ratio that one loaded round made is visible).
+    """
+    pairs = [("ov-int8", "ov-bf16", 1.6), ("ov-int8", "reference", 4.5), ("ov-bf16", "reference", None)]
+    pairs += [("ort-fp32", "torch-fp32", None)]
+    lines = []
+    for fast, slow, goal in pairs:
+        if not (runs.get(fast) and runs.get(slow)):
+            continue
+        ratios = []
+        for measure in ("wall", "cpu"):
+            overall = median([i[measure] for r in runs[slow] for i in r["images"][1:]]) / median(
+                [i[measure] for r in runs[fast] for i in r["images"][1:]]
+            )
+            per_round = [
+                median([i[measure] for i in b["images"][1:]]) / median([i[measure] for i in a["images"][1:]])
+                for a, b in zip(runs[fast], runs[slow], strict=False)
+            ]
+            ratios.append(f"{measure} {overall:.2f}x (rounds: {', '.join(f'{x:.2f}x' for x in per_round)})")
+        target = f"; goal >= {goal}x" if goal else ""
+        lines.append(f"{fast} vs {slow}: " + "; ".join(ratios) + target)
+    return lines
 
 
 def main() -> None:
@@ -289,8 +427,13 @@ def main() -> None:
     parser.add_argument("--from-json", type=Path, default=None, help="print the report of a saved --json")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.images < 3 or args.rounds < 1:
-        parser.error("--images must be >= 3 and --rounds >= 1")
+    if args.images < 1 or args.rounds < 1:
+        parser.error("--images and --rounds must be >= 1")
+    if args.images < 3 and not args.child:
+        print(
+            "note: fewer than 3 timed images per process is a check of the script, not the protocol",
+            file=sys.stderr,
+        )
     if args.child:
         print(json.dumps(child(args.child, args)))
         return
@@ -299,13 +442,14 @@ def main() -> None:
     if args.from_json:
         saved = json.loads(args.from_json.read_text())
         loads = saved["loadavg"]
-        report(args, saved["runs"], saved["flop"], (loads[0],), (loads[1],), workdir)
+        report(args, saved["runs"], saved["flop"], (loads[0],), (loads[1],), workdir, saved.get("setup", {}))
         return
     # In a child process: Linux children inherit the parent's peak-RSS mark at fork.
     setup = f"{args.preset!r}, {str(workdir)!r}, {args.variants!r}, {args.threads}"
     code = f"import predict; predict.prepare({setup})"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT / "benchmarks")
     flop = json.loads((workdir / "flop.json").read_text())["flop"] if args.preset != "sharp" else SHARP_FLOP
+    setup_info = json.loads((workdir / "setup.json").read_text())
 
     runs: dict[str, list[dict]] = {v: [] for v in args.variants}
     load_start = os.getloadavg()
@@ -334,7 +478,12 @@ def main() -> None:
             result = json.loads(done.stdout.strip().splitlines()[-1])
             runs[variant].append(result)
             if args.json:  # after every process, so an interrupted run keeps what it measured
-                progress = {"runs": runs, "flop": flop, "loadavg": [load_start[0], os.getloadavg()[0]]}
+                progress = {
+                    "runs": runs,
+                    "flop": flop,
+                    "loadavg": [load_start[0], os.getloadavg()[0]],
+                    "setup": setup_info,
+                }
                 args.json.write_text(json.dumps(progress, indent=1))
             steady = [image["wall"] for image in result["images"][1:]]
             print(
@@ -345,11 +494,13 @@ def main() -> None:
                 flush=True,
             )
     load_end = os.getloadavg()
-    report(args, runs, flop, load_start, load_end, workdir)
+    report(args, runs, flop, load_start, load_end, workdir, setup_info)
 
 
-def report(args, runs: dict[str, list[dict]], flop: float, load_start, load_end, workdir: Path) -> None:
-    """Print the machine, the floor and the table (markdown)."""
+def report(
+    args, runs: dict[str, list[dict]], flop: float, load_start, load_end, workdir: Path, setup: dict
+) -> None:
+    """Print the machine, the floor, the tables (markdown): speed, errors, renders, per round."""
     from sharp_rt.runtime.cpu import peak_rates, read_cpu_info
 
     fields = lscpu()
@@ -386,13 +537,13 @@ def report(args, runs: dict[str, list[dict]], flop: float, load_start, load_end,
     print(
         "| variant | steady s/image (wall) | CPU s | network s | x bf16 floor | x fp32 floor | "
         "cold start s (load + 1st) | cold / steady | vs reference (steady) | peak RSS GB | "
-        f"cov. err. p50 / p99 / p99.9 / max vs {baseline or '-'} | colour max | opacity max |"
+        f"cov. err. p50 / p99 / p99.9 / max vs {baseline or '-'} | colour max | opacity max | NaN/inf |"
     )
-    print("|---|" + "---:|" * 12)
+    print("|---|" + "---:|" * 13)
     raw = {}
     for variant, results in runs.items():
         if not results:
-            print(f"| {variant} | failed |" + " |" * 11)
+            print(f"| {variant} | failed |" + " |" * 12)
             continue
         steady = [i for r in results for i in r["images"][1:]]
         wall, cpu_s = median([i["wall"] for i in steady]), median([i["cpu"] for i in steady])
@@ -401,7 +552,8 @@ def report(args, runs: dict[str, list[dict]], flop: float, load_start, load_end,
         rss = max(r["peak_rss_gb"] for r in results)
         ratio = f"{reference_steady / wall:.2f}x" if reference_steady else "-"
         err_cells = "- | - | -"
-        if baseline and variant != baseline:
+        nonfinite = sum(i.get("nonfinite", 0) for r in results for i in r["images"])
+        if baseline and variant != baseline and (workdir / f"out-{variant}.npz").exists():
             e = errors_against(workdir / f"out-{baseline}.npz", workdir / f"out-{variant}.npz")
             raw[variant] = {"errors": e}
             err_cells = (
@@ -411,18 +563,62 @@ def report(args, runs: dict[str, list[dict]], flop: float, load_start, load_end,
         print(
             f"| {variant} | {wall:.2f} | {cpu_s:.2f} | {network:.2f} | {network / floor['bf16']:.1f} | "
             f"{network / floor['fp32']:.2f} | {cold:.1f} | {cold / wall:.2f} | {ratio} | {rss:.2f} | "
-            f"{err_cells} |"
+            f"{err_cells} | {nonfinite} |"
         )
     print(
         "\nsteady: median over all rounds of the timed images (decode + preprocess + network + "
-        "unprojection + .ply); network: the engine's forward alone; x floor: network / compute floor."
+        "unprojection + .ply); network: the engine's forward alone; x floor: network / compute floor; "
+        "NaN/inf: values over every image's outputs, all rounds."
     )
+    for variant, info in setup.items():  # the set-up's engine opens (compile, the int8 build)
+        built = ""
+        if "int8_build_seconds" in info:
+            hit = info.get("int8_cache_hit")
+            built = (
+                f"; int8 model {'from its cache' if hit else 'built now'}, its build took "
+                f"{info['int8_build_seconds']} s ({info.get('int8_rounds')} round(s), "
+                f"{info.get('int8_matmuls')} MatMuls int8, {info.get('float_matmuls')} in float)"
+            )
+        print(
+            f"set-up {variant}: opened in {info['open_wall']:.1f} s "
+            f"(compile {info.get('compile_seconds')} s){built}"
+        )
+    speedups = speedup_lines(runs)
+    for line in speedups:
+        print(line)
+    fidelity = render_fidelity(workdir, baseline, list(runs)) if baseline else {}
+    if any(fidelity.values()):
+        print(
+            f"\nRender PSNR against {baseline}'s splat, dB (photo's view / trajectory 15 / trajectory 30):\n"
+        )
+        photos = sorted({photo for table in fidelity.values() for photo in table})
+        print("| variant | " + " | ".join(photos) + " | worst |")
+        print("|---|" + "---|" * (len(photos) + 1))
+        for variant, table in fidelity.items():
+            cells = [
+                " / ".join(f"{v:.1f}" for v in table[p]["psnr_db"]) if p in table else "-" for p in photos
+            ]
+            worst = min((min(t["psnr_db"]) for t in table.values()), default=float("nan"))
+            print(f"| {variant} | " + " | ".join(cells) + f" | {worst:.1f} |")
+    print("\nPer round, timed images: wall s (CPU s); load average before -> after the process:\n")
+    print("| variant | " + " | ".join(f"round {k + 1}" for k in range(rounds)) + " |")
+    print("|---|" + "---|" * rounds)
+    for variant, results in runs.items():
+        cells = [
+            ", ".join(f"{i['wall']:.1f} ({i['cpu']:.1f})" for i in r["images"][1:])
+            + f"; load {r['loadavg'][0]:.1f}->{r['loadavg'][1]:.1f}"
+            for r in results
+        ]
+        print(f"| {variant} | " + " | ".join(cells) + " |")
     if args.json and not args.from_json:
         args.json.write_text(
             json.dumps(
                 {
                     "runs": runs,
                     "errors": raw,
+                    "render_psnr": fidelity,
+                    "speedups": speedups,
+                    "setup": setup,
                     "flop": flop,
                     "floor_s": floor,
                     "loadavg": [load_start[0], load_end[0]],

@@ -4,10 +4,13 @@ Run from the repository root::
 
     python benchmarks/prune.py PHOTO... -c CHECKPOINT [-c ...] \
         [--splat-transform /tmp/st37/node_modules/.bin/splat-transform] [--fractions 1,0.5,0.25,0.1] \
-        [--frames 4] [--resolution 512] [--precision fp32]
+        [--frames 4] [--resolution 512] [--precision fp32] [--decimated DIR]
+    python benchmarks/prune.py --splats SPLAT.ply... [same options]
 
-Each photo is predicted with each checkpoint (PyTorch backend, CPU).  The unpruned
-splat is the reference; each method keeps ``fraction * N`` Gaussians of it:
+Each photo is predicted with each checkpoint (PyTorch backend, CPU), or ``--splats``
+takes unpruned splats already written (sharp-rt's ``.ply`` with the photo's camera: e.g.
+the full model's predictions, made once).  The unpruned splat is the reference; each
+method keeps ``fraction * N`` Gaussians of it:
 
 - ``sharp-rt merge``: :func:`sharp_rt.runtime.prune.prune_gaussians` (the default:
   pruning and pairwise merging, cheapest change first);
@@ -15,6 +18,10 @@ splat is the reference; each method keeps ``fraction * N`` Gaussians of it:
 - ``sharp-rt footprint``: keep the highest opacity x footprint (no occlusion);
 - ``splat-transform``: PlayCanvas' ``--decimate-adaptive N`` (merges Gaussians) on the
   unpruned splat written as a plain ``.ply``, read back (with ``--splat-transform``).
+  With ``--decimated DIR`` its outputs are kept there as ``STEM_KEEP.ply`` (``STEM``: the
+  splat's file stem) with ``STEM_KEEP.time`` (``wall user system`` seconds, as GNU
+  ``time -f "%e %U %S"`` writes them), and a later run reuses them instead of decimating
+  again (it took 8-12 minutes per fraction at 1.18 M Gaussians on the loaded 2-CPU machine).
 
 Every variant is rendered by the portable torch rasterizer (CPU) from the same cameras:
 the photo's view and ``--frames`` views of the ``rotate_forward`` trajectory of the
@@ -53,21 +60,40 @@ def psnr(image: np.ndarray, reference: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10.0 * np.log10(1.0 / mse)
 
 
-def decimate_adaptive(cli: list[str], g: Gaussians, keep: int, scratch: Path) -> tuple[Gaussians, float]:
-    """splat-transform's ``--decimate-adaptive keep`` of ``g``, read back, and the seconds it took."""
-    source = write_ply(g, scratch / "source.ply", layout="plain", overwrite=True)
-    target = scratch / "decimated.ply"
-    target.unlink(missing_ok=True)
-    started = time.perf_counter()
-    result = subprocess.run(
-        [*cli, "-w", "-g", "cpu", str(source), "--decimate-adaptive", str(keep), str(target)],
-        capture_output=True,
-        text=True,
-        timeout=3600,
-    )
-    seconds = time.perf_counter() - started
-    if result.returncode != 0:
-        raise RuntimeError(f"splat-transform failed: {result.stdout[-2000:]}{result.stderr[-2000:]}")
+def decimate_adaptive(
+    cli: list[str] | None,
+    g: Gaussians,
+    keep: int,
+    scratch: Path,
+    kept: Path | None = None,
+    stem: str = "splat",
+) -> tuple[Gaussians, float]:
+    """splat-transform's ``--decimate-adaptive keep`` of ``g``, read back, and the wall seconds it took.
+
+    kept: a folder of earlier outputs ``{stem}_{keep}.ply`` / ``.time`` (module docstring) to
+    reuse, and where new outputs are kept.
+    """
+    target = scratch / "decimated.ply" if kept is None else kept / f"{stem}_{keep}.ply"
+    timing = target.with_suffix(".time")
+    if kept is not None and target.exists() and timing.exists():
+        seconds = float(timing.read_text().split()[0])
+    else:
+        if cli is None:
+            raise RuntimeError(f"{target} is missing and no --splat-transform was given")
+        source = write_ply(g, scratch / "source.ply", layout="plain", overwrite=True)
+        target.unlink(missing_ok=True)
+        started = time.perf_counter()
+        result = subprocess.run(
+            [*cli, "-w", "-g", "cpu", str(source), "--decimate-adaptive", str(keep), str(target)],
+            capture_output=True,
+            text=True,
+            timeout=3600,
+        )
+        seconds = time.perf_counter() - started
+        if result.returncode != 0:
+            raise RuntimeError(f"splat-transform failed: {result.stdout[-2000:]}{result.stderr[-2000:]}")
+        if kept is not None:
+            timing.write_text(f"{seconds:.2f} - -\n")
     back = read_ply(target)
     return (
         Gaussians(
@@ -86,8 +112,10 @@ def decimate_adaptive(cli: list[str], g: Gaussians, keep: int, scratch: Path) ->
 def main() -> int:
     """Predict, prune / decimate, render, print one Markdown row per variant."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("photos", nargs="+", type=Path)
-    parser.add_argument("-c", "--checkpoint", type=Path, action="append", required=True)
+    parser.add_argument("photos", nargs="*", type=Path)
+    parser.add_argument("-c", "--checkpoint", type=Path, action="append", default=[])
+    parser.add_argument("--splats", type=Path, nargs="+", default=[], help="unpruned .ply splats to reduce")
+    parser.add_argument("--decimated", type=Path, help="folder keeping splat-transform's outputs for reuse")
     parser.add_argument("--fractions", default="1,0.5,0.25,0.1")
     parser.add_argument("--frames", type=int, default=4, help="trajectory views besides the photo's")
     parser.add_argument("--resolution", type=int, default=512, help="longer side of the renderings")
@@ -116,57 +144,67 @@ def main() -> int:
         "mean / min (dB) | .ply MB | .sog MB | render s/frame (CPU s) | prune s |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    with tempfile.TemporaryDirectory() as scratch_name:
-        scratch = Path(scratch_name)
+
+    def scenes():
+        """(photo name, checkpoint name, file stem, unpruned splat) for every reference."""
+        for splat in args.splats:
+            g = read_ply(splat)
+            yield splat.name, "(from file)", splat.stem, g
         for checkpoint in args.checkpoint:
             predictor = Predictor.from_checkpoint(checkpoint, device="cpu", precision=args.precision)
             for photo in args.photos:
-                reference = predictor.predict(photo)
-                n = len(reference)
-                width, height = reference.image_size
-                side = args.resolution / max(width, height)
-                resolution = (max(1, round(width * side)), max(1, round(height * side)))
-                cameras = [Camera.for_gaussians(reference, resolution)]
-                cameras += trajectory(reference, "rotate_forward", args.frames + 1, resolution)[1:]
-                variants: list[tuple[str, float, Gaussians, float]] = [("unpruned", 1.0, reference, 0.0)]
-                for fraction in fractions:
-                    if fraction >= 1.0:
-                        continue
-                    keep = max(1, round(fraction * n))
-                    for method in methods:
-                        started = time.perf_counter()
-                        pruned = prune_gaussians(reference, max_gaussians=keep, method=method)
-                        variants.append(
-                            (f"sharp-rt {method}", fraction, pruned, time.perf_counter() - started)
-                        )
-                    if cli:
-                        decimated, seconds = decimate_adaptive(cli, reference, keep, scratch)
-                        variants.append(("splat-transform --decimate-adaptive", fraction, decimated, seconds))
-                renderers = [Renderer(g, backend="torch", device="cpu") for _, _, g, _ in variants]
-                images: list[list[np.ndarray]] = [[] for _ in variants]
-                wall: list[list[float]] = [[] for _ in variants]
-                cpu: list[list[float]] = [[] for _ in variants]
-                for camera in cameras:  # interleaved: every variant renders camera k before camera k + 1
-                    for index, renderer in enumerate(renderers):
-                        started, started_cpu = time.perf_counter(), time.process_time()
-                        images[index].append(renderer.render(camera).image)
-                        wall[index].append(time.perf_counter() - started)
-                        cpu[index].append(time.process_time() - started_cpu)
-                del renderers
-                for index, (method, fraction, g, seconds) in enumerate(variants):
-                    scores = [psnr(image, ref) for image, ref in zip(images[index], images[0], strict=True)]
-                    ply = write_ply(g, scratch / "v.ply", overwrite=True).stat().st_size / 1e6
-                    sog = write_sog(g, scratch / "v.sog", overwrite=True).stat().st_size / 1e6
-                    trajectory_scores = scores[1:] or [float("nan")]
-                    mean, low = np.mean(trajectory_scores), np.min(trajectory_scores)
-                    frame, frame_cpu = np.median(wall[index]), np.median(cpu[index])
-                    print(
-                        f"| {photo.name} | {checkpoint.name} | {method} | {fraction:.0%} | {len(g):,} | "
-                        f"{scores[0]:.2f} | {mean:.2f} / {low:.2f} | {ply:.1f} | {sog:.1f} | "
-                        f"{frame:.2f} ({frame_cpu:.2f}) | {seconds:.1f} |",
-                        flush=True,
-                    )
+                yield photo.name, checkpoint.name, f"{photo.stem}_{checkpoint.stem}", predictor.predict(photo)
             predictor.close()
+
+    if not args.splats and not (args.photos and args.checkpoint):
+        parser.error("give PHOTO... with -c CHECKPOINT, or --splats SPLAT.ply...")
+    with tempfile.TemporaryDirectory() as scratch_name:
+        scratch = Path(scratch_name)
+        for photo_name, checkpoint_name, stem, reference in scenes():
+            n = len(reference)
+            width, height = reference.image_size
+            side = args.resolution / max(width, height)
+            resolution = (max(1, round(width * side)), max(1, round(height * side)))
+            cameras = [Camera.for_gaussians(reference, resolution)]
+            cameras += trajectory(reference, "rotate_forward", args.frames + 1, resolution)[1:]
+            variants: list[tuple[str, float, Gaussians, float]] = [("unpruned", 1.0, reference, 0.0)]
+            for fraction in fractions:
+                if fraction >= 1.0:
+                    continue
+                keep = max(1, round(fraction * n))
+                for method in methods:
+                    started = time.perf_counter()
+                    pruned = prune_gaussians(reference, max_gaussians=keep, method=method)
+                    variants.append((f"sharp-rt {method}", fraction, pruned, time.perf_counter() - started))
+                if cli or args.decimated:
+                    decimated, seconds = decimate_adaptive(
+                        cli, reference, keep, scratch, args.decimated, stem
+                    )
+                    variants.append(("splat-transform --decimate-adaptive", fraction, decimated, seconds))
+            renderers = [Renderer(g, backend="torch", device="cpu") for _, _, g, _ in variants]
+            images: list[list[np.ndarray]] = [[] for _ in variants]
+            wall: list[list[float]] = [[] for _ in variants]
+            cpu: list[list[float]] = [[] for _ in variants]
+            for camera in cameras:  # interleaved: every variant renders camera k before camera k + 1
+                for index, renderer in enumerate(renderers):
+                    started, started_cpu = time.perf_counter(), time.process_time()
+                    images[index].append(renderer.render(camera).image)
+                    wall[index].append(time.perf_counter() - started)
+                    cpu[index].append(time.process_time() - started_cpu)
+            del renderers
+            for index, (method, fraction, g, seconds) in enumerate(variants):
+                scores = [psnr(image, ref) for image, ref in zip(images[index], images[0], strict=True)]
+                ply = write_ply(g, scratch / "v.ply", overwrite=True).stat().st_size / 1e6
+                sog = write_sog(g, scratch / "v.sog", overwrite=True).stat().st_size / 1e6
+                trajectory_scores = scores[1:] or [float("nan")]
+                mean, low = np.mean(trajectory_scores), np.min(trajectory_scores)
+                frame, frame_cpu = np.median(wall[index]), np.median(cpu[index])
+                print(
+                    f"| {photo_name} | {checkpoint_name} | {method} | {fraction:.0%} | {len(g):,} | "
+                    f"{scores[0]:.2f} | {mean:.2f} / {low:.2f} | {ply:.1f} | {sog:.1f} | "
+                    f"{frame:.2f} ({frame_cpu:.2f}) | {seconds:.1f} |",
+                    flush=True,
+                )
     print(f"load {os.getloadavg()[0]:.1f} at the end", flush=True)
     return 0
 

@@ -181,7 +181,7 @@ def test_resume_redoes_a_truncated_splat(corpus, tiny_checkpoint, tmp_path):
     assert invoke(*args, "--overwrite").exit_code == 0
     assert (out / "IMG_0001 [edited].splat").stat().st_size == 32 * TINY_N
     rerun = invoke(*args)
-    assert rerun.exit_code == 0 and "already have complete outputs" in rerun.output
+    assert rerun.exit_code == 0 and "already has a complete output" in rerun.output
 
 
 # --------------------------------------------------------------------------- engine outputs
@@ -312,7 +312,7 @@ def test_an_engine_that_keeps_failing_stops_the_run_once(tiny_engine, small_phot
 
 @pytest.mark.parametrize("width", [40, 80])
 def test_summary_stays_readable_in_narrow_terminals(width):
-    from sharp_rt.cli.predict import summary_table
+    from sharp_rt.cli.report import summary_table
 
     stages = {stage: 1.5 for stage in ("load", "preprocess", "inference", "unproject", "write", "render")}
     table = summary_table(12, 3, 1, 12 * 1_179_648, 60.0, stages)

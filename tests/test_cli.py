@@ -164,7 +164,7 @@ def test_predict_render_resume_renders_the_missing_video_and_keeps_the_ply(tmp_p
     assert (out / "chelsea.ply").read_bytes() == ply
     again = runner.invoke(app, [*args, *video])
     assert again.exit_code == 0, again.output
-    assert "1 of 1 images already have complete outputs" in " ".join(again.output.split())
+    assert "1 of 1 image already has a complete output" in " ".join(again.output.split())
     assert "Engine:" not in again.output
 
 

@@ -370,7 +370,7 @@ def test_predict_of_a_second_card_keeps_the_first_cards_scene(tmp_path, tiny_che
     assert invoke("predict", tmp_path / "c1", "-o", out, "-c", tiny_checkpoint)[0] == 0
     first = (out / "IMG_0001.ply").read_bytes()
     code, text = invoke("predict", tmp_path / "c2", "-o", out, "-c", tiny_checkpoint)
-    assert code == 0 and "already have complete" not in text
+    assert code == 0 and "already have complete" not in text and "already has a complete" not in text
     assert "IMG_0001.ply holds another photo's scene" in text
     assert (out / "IMG_0001.ply").read_bytes() == first
     assert len(list(out.glob("IMG_0001.png.*.ply"))) == 1
@@ -499,14 +499,14 @@ def test_render_skips_a_scene_another_live_run_claimed_and_finds_videos_under_an
         code, text = invoke("render", a, b, "-o", out, *RENDER_FAST)
     assert code == 0 and "Failed" not in text and "already exists" not in text, text
     assert f"x.ply -> {held.name}: process {os.getpid()} is making it, skipped" in text
-    assert "1 inputs skipped: another run is rendering them" in text
+    assert "1 input skipped: another run is rendering it" in text
     assert color_videos(out) == [target_name(b, 2, ".mp4")]
     code, text = invoke("render", a, b, "-o", out, *RENDER_FAST)  # that run is gone: a is rendered now
-    assert code == 0 and "1 of 2 inputs already have their videos" in text, text
+    assert code == 0 and "1 of 2 inputs already has its videos" in text, text
     assert color_videos(out) == sorted([held.name, target_name(b, 2, ".mp4")])
     for scene in (a, b):  # alone, each finds its videos under the name the two-scene run gave them
         code, text = invoke("render", scene, "-o", out, *RENDER_FAST)
-        assert code == 0 and "1 of 1 inputs already have their videos" in text, text
+        assert code == 0 and "1 of 1 input already has its videos" in text, text
     assert "x.mp4" not in color_videos(out)
     assert not [p for p in out.iterdir() if p.name.startswith(claims.CLAIM_PREFIX)]
 
@@ -536,7 +536,7 @@ def test_a_killed_render_releases_its_claims(tmp_path):
         """
         import sys, time
         from pathlib import Path
-        from sharp_rt.cli.predict import remove_leftovers
+        from sharp_rt.predict.batch import remove_leftovers
         from sharp_rt.core.claims import try_claim
         remove_leftovers({Path(sys.argv[1]).parent})  # what render does before it claims
         claim = try_claim(Path(sys.argv[1]))
@@ -567,7 +567,7 @@ def test_videos_of_predict_render_record_their_scene_so_render_resumes_them(tmp_
 
     assert read_sidecar(out / "coffee.mp4") == record
     code, text = invoke("render", out / "coffee.ply", "-o", out, *RENDER_FAST)
-    assert code == 0 and "1 of 1 inputs already have their videos" in text, text
+    assert code == 0 and "1 of 1 input already has its videos" in text, text
 
 
 def test_videos_whose_record_cannot_be_written_are_taken_back(tmp_path, monkeypatch):

@@ -91,20 +91,47 @@ def test_select_keeps_the_most_important_in_their_order():
     np.testing.assert_array_equal(kept.mean_vectors, g.mean_vectors[[0, 3]])
 
 
-def test_merging_two_coincident_gaussians_keeps_centre_colour_and_coverage():
+def test_merging_two_coincident_gaussians_keeps_coverage_and_the_colour_the_photo_shows():
+    # Red in front of blue (1 mm behind it), 50 % opaque each: the photo's view shows
+    # 0.5 red + 0.25 blue over 75 % coverage; the merged Gaussian shows the same.
     g = scene(
-        [[0, 0, 1], [0, 0, 1], [0.5, 0.5, 1]],
+        [[0, 0, 1], [0, 0, 1.001], [0.5, 0.5, 2]],
         [[0.02] * 3] * 3,
         [0.5, 0.5, 0.9],
         [[1, 0, 0], [0, 0, 1], [0, 1, 0]],
     )
     merged = reduce_gaussians(g, 2)
     assert len(merged) == 2
-    np.testing.assert_allclose(merged.mean_vectors[0], [0, 0, 1], atol=1e-7)
-    np.testing.assert_allclose(merged.colors[0], [0.5, 0, 0.5], atol=1e-6)
-    np.testing.assert_allclose(merged.singular_values[0], [0.02] * 3, rtol=1e-5)
-    assert merged.opacities[0] == pytest.approx(0.75)  # 1 - (1 - 0.5)^2: what the two drew together
+    np.testing.assert_allclose(merged.mean_vectors[0, :2], [0, 0], atol=1e-7)
+    assert 1.0 < merged.mean_vectors[0, 2] < 1.0005  # nearer the visible (front) member
+    np.testing.assert_allclose(merged.colors[0], [2 / 3, 0, 1 / 3], atol=2e-3)
+    np.testing.assert_allclose(merged.singular_values[0], [0.02] * 3, rtol=1e-3)
+    assert merged.opacities[0] == pytest.approx(0.75, abs=1e-3)  # 1 - (1 - 0.5)^2: what the two drew
     np.testing.assert_array_equal(merged.mean_vectors[1], g.mean_vectors[2])  # untouched
+
+
+def test_merging_a_hidden_gaussian_into_the_opaque_one_in_front_leaves_the_front_one_in_place():
+    # An opaque Gaussian hides one 30 cm behind it in the photo's view: merging the two
+    # must not pull the visible one back (merge weights are what the photo's view sees).
+    g = scene([[0, 0, 1], [0, 0, 1.3]], [[0.02] * 3] * 2, [0.95, 0.95], [[1, 0, 0], [0, 0, 1]])
+    merged = reduce_gaussians(g, 1)
+    assert merged.mean_vectors[0, 2] < 1.02
+    assert merged.colors[0, 0] > 0.95 and merged.colors[0, 2] < 0.05
+    assert merged.opacities[0] == pytest.approx(0.9975, abs=0.01)  # what the two covered together
+
+
+def test_merging_takes_the_pair_whose_merge_changes_the_image_least():
+    # Two touching grey Gaussians, and two as close but red and green: merging the grey pair
+    # changes the image least; the red and green ones stay as they were.
+    g = scene(
+        [[0, 0, 1], [0.01, 0, 1], [0.5, 0, 1], [0.51, 0, 1]],
+        [[0.01] * 3] * 4,
+        [0.6] * 4,
+        [[0.5, 0.5, 0.5], [0.5, 0.5, 0.5], [1, 0, 0], [0, 1, 0]],
+    )
+    merged = reduce_gaussians(g, 3)
+    np.testing.assert_array_equal(merged.mean_vectors[1:], g.mean_vectors[2:])
+    np.testing.assert_allclose(merged.mean_vectors[0], [0.005, 0, 1], atol=1e-6)
 
 
 def test_prune_returns_exactly_n_finite_gaussians_that_writers_take(tmp_path, golden):

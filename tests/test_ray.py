@@ -100,7 +100,7 @@ def test_rerun_skips_complete_outputs_and_keeps_partial_ones(
     coffee_stat = coffee.stat()
     chelsea.write_bytes(chelsea.read_bytes()[:1000])  # a partial file left by something else: kept
     result = ray_predict(photo_folder, out, tiny_checkpoint, "--workers", "1")
-    assert "1 of 2 images already have complete outputs" in result.output
+    assert "1 of 2 images already has a complete output" in result.output
     assert result.exit_code == 1 and "not a complete .ply" in result.output
     assert coffee.stat().st_mtime_ns == coffee_stat.st_mtime_ns  # not redone
     assert len(chelsea.read_bytes()) == 1000  # never overwritten without --overwrite

@@ -239,7 +239,7 @@ def test_render_on_a_full_disk_publishes_nothing_stops_and_a_rerun_redoes_it(tmp
     assert result.exit_code == 1
     text = flat(result.output)
     assert "no space left on the device" in text
-    assert "stopped: disk full; 1 more input(s) not rendered" in text and "b.ply: not rendered" in text
+    assert "stopped: disk full; 1 more input not rendered" in text and "b.ply: not rendered" in text
     assert videos(out) == []  # nothing published, no temporary video left
     for filler in small_disk.glob("filler*"):
         filler.unlink()
@@ -309,7 +309,7 @@ def test_render_removes_temporary_videos_of_killed_runs_but_never_a_live_ones(tm
         holder.kill()
         holder.wait()
     assert result.exit_code == 0, result.output
-    assert "Removed 1 temporary files of earlier, interrupted runs" in flat(result.output)
+    assert "Removed 1 temporary file of earlier, interrupted runs" in flat(result.output)
     assert not killed.exists() and live.exists() and elsewhere.exists()
 
 

@@ -180,7 +180,7 @@ def test_render_skips_inputs_whose_videos_exist(tmp_path):
     args = ["render", str(TINY_PLY), "-o", str(tmp_path), "--resolution", "32", "--frames", "2"]
     result = runner.invoke(app, [*args, "--threads", "1", "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    assert "1 of 1 inputs already have their videos" in flat(result.output) and "--overwrite" in result.output
+    assert "1 of 1 input already has its videos" in flat(result.output) and "--overwrite" in result.output
     assert (tmp_path / "tiny_coffee_seed0.mp4").read_bytes() == b"done"
 
 

@@ -191,4 +191,4 @@ def test_predict_writes_compressed_ply_and_viewer_settings(tmp_path, tiny_checkp
     expected = math.degrees(2 * math.atan(600 / (2 * scene.f_px)))
     assert settings["cameras"][0]["initial"]["fov"] == pytest.approx(expected, rel=1e-5)
     rerun = runner.invoke(app, args)
-    assert rerun.exit_code == 0 and "already have complete outputs" in rerun.output
+    assert rerun.exit_code == 0 and "already has a complete output" in rerun.output

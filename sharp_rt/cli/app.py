@@ -26,11 +26,13 @@ import typer
 from sharp_rt._version import __version__
 from sharp_rt.cli.cache import cache_app
 from sharp_rt.cli.checkpoint import checkpoint_command, synthetic_command
+from sharp_rt.cli.console import interrupt_exit_code
 from sharp_rt.cli.export import export_command
 from sharp_rt.cli.info import info_command
 from sharp_rt.cli.predict import predict_command
 from sharp_rt.cli.render import render_command
 from sharp_rt.cli.view import view_command
+from sharp_rt.export.interrupted import interrupt_of
 
 app = typer.Typer(
     name="sharp-rt",
@@ -70,5 +72,15 @@ app.add_typer(cache_app, name="cache")
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point.
+
+    Exit codes: 0 done, 1 some inputs failed, 2 a usage error, 130 Ctrl+C, 143 SIGTERM (128 + the
+    signal: typer turns every KeyboardInterrupt, :class:`~sharp_rt.core.atomic.Terminated` too, into 130).
+    """
+    try:
+        app()
+    except SystemExit as done:
+        interrupt = interrupt_of(done) if done.code == 130 else None
+        if interrupt is not None:
+            raise SystemExit(interrupt_exit_code(interrupt)) from None
+        raise

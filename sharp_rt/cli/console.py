@@ -48,6 +48,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from sharp_rt.core.atomic import Terminated
 from sharp_rt.core.errors import SharpError
 
 console = Console(stderr=True, emoji=False, highlight=False)  # messages, progress, errors
@@ -126,6 +127,11 @@ def user_errors() -> Iterator[None]:
         if error.hint:
             show("  [dim]hint:[/] {}", error.hint)
         raise typer.Exit(2) from None
+
+
+def interrupt_exit_code(interrupt: KeyboardInterrupt) -> int:
+    """A command stopped by ``interrupt`` exits with: 130 (Ctrl+C), or 128 + N for signal N (SIGTERM: 143)."""
+    return 128 + interrupt.signum if isinstance(interrupt, Terminated) else 130
 
 
 @contextlib.contextmanager

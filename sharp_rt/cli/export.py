@@ -10,14 +10,16 @@ export had begun to write, and exits with code 130.
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from sharp_rt.export.interrupted import InterruptCleanup, caused_by_interrupt, interrupt_of
+
+__all__ = ["caused_by_interrupt", "export_command", "interrupts"]
 
 
 class PrecisionOption(str, Enum):
@@ -184,87 +186,24 @@ def export_command(
     _report(result)
 
 
-def caused_by_interrupt(error: BaseException) -> bool:
-    """True if ``error`` is a KeyboardInterrupt, or was raised from one (torch's ONNX exporter wraps it)."""
-    seen: set[int] = set()
-    cause: BaseException | None = error
-    while cause is not None and id(cause) not in seen:
-        if isinstance(cause, KeyboardInterrupt):
-            return True
-        seen.add(id(cause))
-        cause = cause.__cause__ or cause.__context__
-    return False
-
-
-def _state(directory: Path) -> tuple[int, int] | None:
-    """(mtime_ns, size) of the directory's manifest, or None without one."""
-    from sharp_rt.core.contract import MANIFEST_NAME
-
-    try:
-        stat = (directory / MANIFEST_NAME).stat()
-    except OSError:
-        return None
-    return stat.st_mtime_ns, stat.st_size
-
-
-ARTIFACT_NAMES = ("manifest.json", "model.onnx", "model.onnx.data", "model.plan", "model.pt2")
-
-
-def _remove_new_folder(directory: Path) -> None:
-    """Remove a folder this run created: its staging folder and artifacts, then the folder if empty."""
-    shutil.rmtree(directory / f".export-{os.getpid()}", ignore_errors=True)
-    for name in ARTIFACT_NAMES:
-        (directory / name).unlink(missing_ok=True)
-    with contextlib.suppress(OSError):
-        directory.rmdir()  # anything else in it is not ours: kept
-
-
-def _after_interrupt(directory: Path, existed: bool, manifest: tuple[int, int] | None) -> str:
-    """Clean up ``directory`` after Ctrl+C; the one-line message that says what it now holds."""
-    if not existed:
-        _remove_new_folder(directory)
-        return f"interrupted; nothing was written to {directory}"
-    shutil.rmtree(directory / f".export-{os.getpid()}", ignore_errors=True)
-    now = _state(directory)
-    if now is not None and now != manifest:
-        return f"interrupted after the export had finished: {directory}"
-    if now is None and any((directory / name).exists() for name in ARTIFACT_NAMES):
-        unfinished = "holds an unfinished engine (no manifest.json): export again with --overwrite"
-        return f"interrupted; {directory} {unfinished}"
-    return f"interrupted; nothing was written to {directory}"
-
-
 @contextlib.contextmanager
 def interrupts(out_dir: Path, default: bool) -> Iterator[None]:
-    """Ctrl+C: one line, no traceback, exit code 130; what this run began to write is removed.
+    """Ctrl+C: one line, no traceback, exit code 130 (SIGTERM: 143); what this run began to write is removed.
 
-    out_dir: the artifact folder, or (``default``) the folder the default artifact folder
-    goes in: then sub-folders this run created there are removed (their files that are
-    not an export's are kept).  torch's ONNX exporter may wrap the KeyboardInterrupt in
-    its own exception: the cause chain is searched.
+    out_dir / default: as :class:`sharp_rt.export.interrupted.InterruptCleanup`.  torch's ONNX
+    exporter may wrap the KeyboardInterrupt in its own exception: the cause chain is searched.
     """
-    from sharp_rt.cli.console import show
+    from sharp_rt.cli.console import interrupt_exit_code, show
 
-    existed = out_dir.exists()
-    before = {child.name for child in out_dir.iterdir()} if default and existed else set()
-    manifest = None if default else _state(out_dir)
+    cleanup = InterruptCleanup(out_dir, default)
     try:
         yield
     except BaseException as error:
-        if not caused_by_interrupt(error):
+        interrupt = interrupt_of(error)
+        if interrupt is None:
             raise
-        if not default:
-            show("{}", _after_interrupt(out_dir, existed, manifest))
-        else:
-            if out_dir.is_dir():
-                for child in out_dir.iterdir():
-                    if child.is_dir() and child.name not in before:
-                        _remove_new_folder(child)
-            if not existed:
-                with contextlib.suppress(OSError):
-                    out_dir.rmdir()
-            show("interrupted; nothing was written")
-        raise typer.Exit(130) from None
+        show("{}", cleanup.clean())
+        raise typer.Exit(interrupt_exit_code(interrupt)) from None
 
 
 def quiet_onnxruntime() -> None:

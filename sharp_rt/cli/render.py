@@ -15,24 +15,34 @@ and temporary videos go on exit and SIGTERM.  A file that
 cannot be read or written is reported and skipped, and the command then exits with
 code 1.  A ``.splat`` file stores
 no camera: it is rendered from ml-sharp's default camera (640x480, focal length 512 px).
+
+The batch runs below this module (:func:`sharp_rt.predict.render_batch.render_scenes`); its
+results are reported as ``predict``'s are (:func:`sharp_rt.cli.report.show_results`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from collections import Counter
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
+from rich.progress import TaskID
 
-from sharp_rt.core.errors import SharpError
-
-if TYPE_CHECKING:
-    from sharp_rt.runtime.gaussians import Gaussians
+from sharp_rt.cli import options as opt
+from sharp_rt.cli.console import progress_bar, show, user_errors
+from sharp_rt.cli.report import plural, show_failures, show_leftovers, show_results
+from sharp_rt.core.atomic import check_writable
+from sharp_rt.core.naming import Planned
+from sharp_rt.predict.batch import BatchReport, remove_leftovers
+from sharp_rt.predict.inputs import scan_inputs
+from sharp_rt.predict.outputs import ImageResult
+from sharp_rt.predict.render_batch import plan_videos, render_scenes
+from sharp_rt.render.video import RenderOptions, check_render_options, video_paths
+from sharp_rt.runtime.scene import SCENE_KINDS, SCENE_SUFFIXES
 
 
 class RendererChoice(str, Enum):
@@ -43,13 +53,7 @@ class RendererChoice(str, Enum):
     gsplat = "gsplat"
 
 
-class TrajectoryChoice(str, Enum):
-    """Camera trajectories (ml-sharp's kinds)."""
-
-    rotate_forward = "rotate_forward"
-    rotate = "rotate"
-    swipe = "swipe"
-    shake = "shake"
+TrajectoryChoice = opt.TrajectoryChoice  # where it lived before the options were shared
 
 
 def collect_plys(inputs: list[str]) -> list[Path]:
@@ -58,10 +62,6 @@ def collect_plys(inputs: list[str]) -> list[Path]:
     Folder scans skip hidden and system folders as predict's do and say how many scenes they
     skipped (one line); the other files of a folder (videos, sidecars, photos) are not counted.
     """
-    from sharp_rt.cli.console import show
-    from sharp_rt.predict.inputs import scan_inputs
-    from sharp_rt.runtime.scene import SCENE_KINDS, SCENE_SUFFIXES
-
     scan = scan_inputs(inputs, list(SCENE_SUFFIXES), f"{SCENE_KINDS} files")
     scan = dataclasses.replace(scan, other_suffixes=Counter())
     if skipped := scan.skipped_summary("scenes"):
@@ -69,117 +69,71 @@ def collect_plys(inputs: list[str]) -> list[Path]:
     return scan.files
 
 
-def read_scene(path: Path, log) -> Gaussians:
-    """Read a scene file (.ply any layout, .splat, .sog, .spz); ``log`` names the camera .splat / .spz get."""
-    from sharp_rt.runtime.scene import read_scene as read_any
-    from sharp_rt.runtime.scene import stores_camera
-
-    if not stores_camera(path):
-        from sharp_rt.runtime.splat import DEFAULT_F_PX, DEFAULT_IMAGE_SIZE
-
-        width, height = DEFAULT_IMAGE_SIZE
-        log(
-            f"{path.name}: {path.suffix} files store no camera; using ml-sharp's default "
-            f"({width}x{height}, focal length {DEFAULT_F_PX:g} px)"
-        )
-    return read_any(path)
-
-
-def plan_videos(plys: list[Path], out_dir: Path, options):
-    """One :class:`~sharp_rt.core.naming.Planned` per scene: predict's naming and identity rules.
-
-    ``OUT_DIR/<stem>.mp4`` (and the other files of ``video_paths``), ``<name>.mp4`` or
-    ``<name>.<path hash>.mp4`` when scenes share a stem; a scene whose names hold another
-    scene's videos (recorded in ``<video>.source.json``) gets ``<name>.<content hash>.mp4``.
-    A scene's complete videos under any name the rule gives it (earlier runs with other
-    inputs) count as done.
-    """
-    from sharp_rt.core.naming import plan_with_sidecars
-    from sharp_rt.render.video import video_paths
-
-    def files_of(target: Path) -> list[Path]:
-        return video_paths(target, options)
-
-    return plan_with_sidecars(plys, out_dir, ".mp4", files_of, options.overwrite)
-
-
-def report_video_plan(plans, out_dir: Path, show) -> None:
+def report_video_plan(plans: list[Planned], out_dir: Path) -> None:
     """Say how many scenes are skipped as done and which got other names than ``<stem>.mp4``."""
     done = [plan for plan in plans if plan.action == "done"]
     if done:
+        n, total = len(done), len(plans)
         show(
-            "{} of {} inputs already have their videos in {}/: skipped (--overwrite redoes them)",
-            len(done),
-            len(plans),
-            out_dir,
+            "{} of {} {} already {} videos in {}/: skipped (--overwrite redoes {})",
+            *(n, total, plural(total, "input"), plural(n, "has its", "have their"), out_dir),
+            plural(n, "it", "them"),
         )
     renamed = [plan for plan in plans if plan.action == "todo" and plan.target.stem != plan.source.stem]
     if renamed:
+        n = len(renamed)
         show(
-            "{} inputs share their video name with another input, or their names hold another scene's "
-            "videos: e.g. {} -> {} (README: Output names)",
-            len(renamed),
-            renamed[0].source,
-            renamed[0].target.name,
+            "{} {} video name with another input, or {} another scene's videos: e.g. {} -> {} "
+            "(README: Output names)",
+            *(
+                n,
+                plural(n, "input shares its", "inputs share their"),
+                plural(n, "its names hold", "their names hold"),
+            ),
+            *(renamed[0].source, renamed[0].target.name),
         )
 
 
 def render_command(
     inputs: Annotated[
         list[str],
-        typer.Argument(help="3DGS .ply, .splat, .sog or .spz files, folders (recursive) or glob patterns."),
+        typer.Argument(
+            help="3DGS .ply, .splat, .sog or .spz files, folders (recursive) or glob patterns.",
+            rich_help_panel="Input",
+        ),
     ],
     out_dir: Annotated[
-        Path, typer.Option("-o", "--out-dir", help="Where to write <stem>.mp4 and <stem>.depth.mp4.")
+        Path,
+        typer.Option(
+            "-o",
+            "--out-dir",
+            help="Where to write <stem>.mp4 and <stem>.depth.mp4.",
+            rich_help_panel=opt.OUTPUT,
+        ),
     ] = Path("videos"),
     renderer: Annotated[
-        RendererChoice, typer.Option(help="gsplat (CUDA), torch (portable: CPU, MPS, CUDA) or auto.")
+        RendererChoice,
+        typer.Option(
+            help="gsplat (CUDA), torch (portable: CPU, MPS, CUDA) or auto.", rich_help_panel=opt.RENDER
+        ),
     ] = RendererChoice.auto,
-    trajectory: Annotated[
-        TrajectoryChoice, typer.Option(help="Camera path; amplitudes scale with the scene's depth.")
-    ] = TrajectoryChoice.rotate_forward,
-    resolution: Annotated[
-        str | None,
-        typer.Option(
-            help="'512' (longer side) or '640x480'; default: the photo's size (CPU: at most 768 px)."
-        ),
-    ] = None,
-    frames: Annotated[int, typer.Option(min=1, help="Frames per video.")] = 60,
-    fps: Annotated[float, typer.Option(min=0.1, help="Frames per second of the video.")] = 30.0,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Redo inputs whose videos exist (default: skip them).")
-    ] = False,
-    threads: Annotated[
-        int | None, typer.Option(min=1, help="CPU threads for torch (default: all cores).")
-    ] = None,
-    stereo: Annotated[
-        bool,
-        typer.Option(
-            "--stereo",
-            help="Side-by-side stereo (left eye left) instead: <stem>.stereo.mp4 along the trajectory and "
-            "<stem>.stereo.png at the photo's view, converging on the scene's focus depth.",
-        ),
-    ] = False,
-    baseline_mm: Annotated[
-        float | None,
-        typer.Option(
-            "--baseline-mm",
-            metavar="MM",
-            help="--stereo: distance between the eyes, in mm of the scene's metric units (default 64).",
-        ),
-    ] = None,
+    trajectory: opt.Trajectory = opt.TrajectoryChoice.rotate_forward,
+    resolution: opt.Resolution = None,
+    frames: opt.Frames = 60,
+    fps: Annotated[
+        float, typer.Option(min=0.1, help="Frames per second of the video.", rich_help_panel=opt.RENDER)
+    ] = 30.0,
+    device: Annotated[
+        str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=opt.RENDER)
+    ] = "auto",
+    overwrite: opt.Overwrite = False,
+    threads: opt.Threads = None,
+    stereo: opt.Stereo = False,
+    baseline_mm: opt.BaselineMm = None,
 ) -> None:
     """Render camera-trajectory videos (colour and depth) of 3D Gaussian splats."""
-    from sharp_rt.cli.console import progress_bar, show, user_errors
-    from sharp_rt.cli.predict import stereo_baseline
-    from sharp_rt.core.atomic import check_writable, is_no_space
-    from sharp_rt.core.claims import claim_sidecar_output
-    from sharp_rt.core.naming import record_source
-    from sharp_rt.render.video import RenderOptions, check_render_options, render_video, video_paths
-
     with user_errors():
-        baseline = stereo_baseline(stereo, baseline_mm)  # before any file is read
+        baseline = opt.stereo_baseline(stereo, baseline_mm)  # before any file is read
     options = RenderOptions(
         renderer=renderer.value,
         trajectory=trajectory.value,
@@ -206,68 +160,56 @@ def render_command(
         if threads:
             torch.set_num_threads(threads)
         check_writable(out_dir)
-        from sharp_rt.cli.predict import remove_leftovers
-
-        remove_leftovers({out_dir})  # temporary videos of killed runs (never a live process's); SIGTERM
-
-    def files_of(target: Path) -> list[Path]:
-        return video_paths(target, options)
+        show_leftovers(remove_leftovers({out_dir}))  # temporary videos of killed runs (never a live one's)
 
     with user_errors():  # names and identity: predict's rules (sharp_rt.core.naming)
         plans = plan_videos(plys, out_dir, options)
-    failures: list[tuple[Path, str]] = [(plan.source, plan.why) for plan in plans if plan.action == "blocked"]
-    report_video_plan(plans, out_dir, show)
-    skipped = 0  # scenes another live run is rendering, or rendered since the plan: not failures
+    todo = [plan for plan in plans if plan.action == "todo"]
+    report = BatchReport(
+        total=len(todo), failures=[(p.source, p.why) for p in plans if p.action == "blocked"]
+    )
+    report_video_plan(plans, out_dir)
     with progress_bar() as progress:
-        for plan in plans:
-            if plan.action != "todo":
-                continue
-            ply, task, claim = plan.source, None, None
-            try:
-                claimed = claim_sidecar_output(ply, plan.target, ".mp4", files_of, options.overwrite)
-                if isinstance(claimed, str):
-                    skipped += 1
-                    show("{} -> {}: {}, skipped", ply.name, plan.target.name, claimed)
-                    continue
-                claim, target, replace = claimed
-                task = progress.add_task(ply.name, total=frames)
-                gaussians = read_scene(ply, lambda message: show("  {}", message))
-                started = time.perf_counter()
-                written = render_video(
-                    gaussians,
-                    target,
-                    dataclasses.replace(options, overwrite=True) if replace else options,
-                    progress=lambda done, _total, task=task: progress.update(task, completed=done),
-                    log=lambda message: show("  {}", message),
-                )
-                record_source(ply, video_paths(target, options))  # fails: the videos are taken back
-            except Exception as error:  # one file must not stop the others
-                unexpected = f"{type(error).__name__}: {error}"
-                message = error.message if isinstance(error, SharpError) else unexpected
-                failures.append((ply, message))
-                show("[yellow]skipped[/] {}: {}", ply, message)
-                if isinstance(error, SharpError) and error.hint:
-                    show("  [dim]hint:[/] {}", error.hint)
-                if is_no_space(error):  # every later video would fail the same way: stop
-                    rest = plans[plans.index(plan) + 1 :]
-                    left = [later.source for later in rest if later.action == "todo"]
-                    if left:
-                        show("[bold red]stopped:[/] disk full; {} more input(s) not rendered", len(left))
-                        failures += [(scene, "not rendered: the disk is full") for scene in left]
-                    break
-            else:
-                seconds = time.perf_counter() - started
-                names = " + ".join(str(path) for path in written)
-                show("{} -> {}  ({:.1f} s, {:.2f} frames/s)", ply.name, names, seconds, frames / seconds)
-            finally:
-                if claim is not None:
-                    claim.release()
-                if task is not None:
-                    progress.remove_task(task)
-    if skipped:
-        show("{} inputs skipped: another run is rendering them, or rendered them meanwhile", skipped)
-    if failures:
-        show("[bold red]Failed:[/]")
-        for path, message in failures:
-            show("  {}: {}", path, message)
+        tasks: dict[Path, TaskID] = {}  # scene -> its frames' bar, while it renders
+
+        def frames_done(scene: Path, done: int, total: int) -> None:
+            if scene not in tasks:
+                tasks[scene] = progress.add_task(scene.name, total=total)
+            progress.update(tasks[scene], completed=done)
+
+        def finished(result: ImageResult) -> None:  # the scene's frames bar goes when its result arrives
+            if result.source in tasks:
+                progress.remove_task(tasks.pop(result.source))
+
+        def written(result: ImageResult) -> None:
+            seconds = result.seconds["render"]
+            names = " + ".join(str(path) for path in video_paths(result.target, options))
+            show(
+                "{} -> {}  ({:.1f} s, {:.2f} frames/s)", result.source.name, names, seconds, frames / seconds
+            )
+
+        results = render_scenes(plans, options, log=lambda line: show("  {}", line), progress=frames_done)
+        show_results(
+            results, report, progress, task=None, target_name=lambda t: t.name, written=written, each=finished
+        )
+    if report.stopped is not None:  # every later video would fail the same way: stopped
+        show("[yellow]skipped[/] {}: {}", report.stopped.image, report.stopped.message)
+        if report.stopped.hint:
+            show("  [dim]hint:[/] {}", report.stopped.hint)
+        left = [plan.source for plan in todo[report.seen + 1 :]]
+        if left:
+            show(
+                "[bold red]stopped:[/] disk full; {} more {} not rendered",
+                len(left),
+                plural(len(left), "input"),
+            )
+            report.failures += [(scene, "not rendered: the disk is full") for scene in left]
+    if report.skipped:
+        n = report.skipped
+        show(
+            "{} {} skipped: another run is rendering {}, or rendered {} meanwhile",
+            *(n, plural(n, "input"), plural(n, "it", "them"), plural(n, "it", "them")),
+        )
+    show_failures(report.failures)
+    if report.failures:
         raise typer.Exit(1)

@@ -14,9 +14,14 @@ from typing import Annotated
 
 import typer
 
-from sharp_rt.cli.predict import focal_override
-from sharp_rt.core.contract import BackendRequest, PrecisionRequest
+from sharp_rt.cli import options as opt
+from sharp_rt.cli.console import show, user_errors
 from sharp_rt.core.errors import SharpError
+from sharp_rt.predict.predictor import Predictor
+from sharp_rt.predict.spec import engine_spec
+from sharp_rt.runtime.image_io import is_image_path
+from sharp_rt.view.listen import listen_port
+from sharp_rt.view.server import DEFAULT_PORT, load_scene, require_viser, serve
 
 
 def view_command(
@@ -38,51 +43,27 @@ def view_command(
     host: Annotated[
         str, typer.Option(help="Address to listen on; 0.0.0.0 shares the viewer with the network.")
     ] = "127.0.0.1",
-    no_browser: Annotated[bool, typer.Option("--no-browser", help="Only print the address.")] = False,
-    engine: Annotated[
-        Path | None, typer.Option("--engine", help="Photo: export directory (from `sharp-rt export`).")
-    ] = None,
-    backend: Annotated[
-        BackendRequest, typer.Option(help="Photo: inference backend, as for `predict`.")
-    ] = "auto",
-    checkpoint: Annotated[
-        Path | None, typer.Option("-c", "--checkpoint", help="Photo: checkpoint for the torch backend.")
-    ] = None,
-    device: Annotated[str, typer.Option(help="Photo, torch backend: auto, cpu, cuda[:N] or mps.")] = "auto",
-    precision: Annotated[
-        PrecisionRequest, typer.Option(help="Photo: compute precision, as for `predict`.")
-    ] = "auto",
-    focal_mm: Annotated[
-        float | None,
-        typer.Option(
-            "--focal-mm", metavar="MM", help="Photo: 35 mm-equivalent focal length, replacing EXIF."
-        ),
-    ] = None,
-    fov_deg: Annotated[
-        float | None,
-        typer.Option(
-            "--fov-deg",
-            metavar="DEGREES",
-            help="Photo: horizontal field of view (below 175), replacing EXIF like --focal-mm.",
-        ),
-    ] = None,
+    no_browser: opt.NoBrowser = False,
+    engine: opt.EngineDir = None,
+    backend: opt.Backend = "auto",
+    checkpoint: opt.Checkpoint = None,
+    device: opt.TorchDevice = "auto",
+    precision: opt.Precision = "auto",
+    focal_mm: opt.FocalMm = None,
+    fov_deg: opt.FovDeg = None,
 ) -> None:
-    """Show 3D Gaussians in the browser, starting at the photo's camera (needs the extra "view")."""
-    from sharp_rt.cli.console import show, user_errors
-    from sharp_rt.runtime.image_io import is_image_path
-    from sharp_rt.view.server import load_scene, require_viser, serve
+    """Show 3D Gaussians in the browser, starting at the photo's camera (needs the extra "view").
 
+    A photo is predicted first, with the engine and camera options as for ``predict``.
+    """
     with user_errors():
         require_viser()
         if not path.exists():
             raise SharpError(f"{path} does not exist", hint="check the path")
-        from sharp_rt.view.listen import listen_port
-        from sharp_rt.view.server import DEFAULT_PORT
-
         # The address is checked first: one that cannot be served fails in seconds, before any work.
         next_free = port is None  # the default port moves on when busy; a chosen one does not
         port = listen_port(host, DEFAULT_PORT if port is None else port, next_free=next_free)
-        focal = focal_override(focal_mm, fov_deg)  # bad values fail here, before any engine loads
+        focal = opt.focal_override(focal_mm, fov_deg)  # bad values fail here, before any engine loads
         if focal is not None and not is_image_path(path):
             raise SharpError(
                 "--focal-mm / --fov-deg apply to photos: a scene file keeps the camera it was predicted with",
@@ -90,9 +71,6 @@ def view_command(
             )
         started = time.perf_counter()
         if is_image_path(path):
-            from sharp_rt.cli.predict import engine_spec
-            from sharp_rt.predict.predictor import Predictor
-
             spec = engine_spec(engine, backend, checkpoint, device, precision, None)
             with Predictor.from_spec(spec) as predictor:
                 info = predictor.engine.info

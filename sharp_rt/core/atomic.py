@@ -155,7 +155,14 @@ def remove_stale_temporaries(directory: Path) -> list[Path]:
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (or SIGHUP) arrived: unwinds like Ctrl+C, so that partial files are removed."""
+    """SIGTERM (or SIGHUP) arrived: unwinds like Ctrl+C, so that partial files are removed.
+
+    ``signum``: the signal; a command exits with ``128 + signum`` (143 for SIGTERM), the shell's code.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"terminated by signal {signum}")
+        self.signum = signum
 
 
 def _remove_live_temporaries() -> None:
@@ -168,7 +175,7 @@ def _remove_live_temporaries() -> None:
 
 def _on_termination(signum: int, frame: object) -> None:
     _remove_live_temporaries()  # first: even if the unwinding below is slow
-    raise Terminated(f"terminated by signal {signum}")
+    raise Terminated(signum)
 
 
 def install_termination_cleanup() -> bool:

@@ -7,7 +7,7 @@ start time (Linux ``/proc``; it tells a reused pid from the owner).  A claim who
 is a process of this machine that is gone is stale and is taken over; a live owner's
 claim, or another machine's, is respected.  Claims are removed when the output is
 written (or fails), and on SIGTERM with :func:`sharp_rt.core.atomic.install_termination_cleanup`.
-``predict`` claims its splats (:func:`sharp_rt.predict.outputs.predict_claimed`), ``render``
+``predict`` claims its splats (:func:`sharp_rt.predict.outputs.claim_todo`), ``render``
 its videos (:func:`claim_sidecar_output`).
 
 Standard library only.

@@ -41,9 +41,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
 import os
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +144,120 @@ def exclusive_lock(directory: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+# --------------------------------------------------------------------------- bf16 float32 islands
+
+# OpenVINO's runtime attribute that keeps a node in its original precision (transformations/rt_info/
+# disable_precision_conversion.hpp, ``DisablePrecisionConversion``, serialized "from:to" pairs;
+# "dynamic:dynamic" = no conversion at all).  The CPU plugin reads it when it builds its graph
+# (``Node::keepOriginalPrecision``) and ``Graph::EnforceInferencePrecision`` then skips the node, so
+# it runs in f32 under ``INFERENCE_PRECISION_HINT=bf16`` (docs/precision.md, "OpenVINO bf16").
+# It is not settable from Python (a typed attribute); an IR's ``<rt_info>`` carries it.
+KEEP_PRECISION_ATTRIBUTE = {"name": "DisablePrecisionConversion", "version": "0", "value": "dynamic:dynamic"}
+BF16_LAYOUT_FORMAT = "sharp-rt openvino bf16 layout 1"
+
+
+def bf16_layout_path(manifest: Manifest) -> Path:
+    """Where the bf16 layout chosen for this export's weights is recorded (beside the compiled models)."""
+    onnx = manifest.files["onnx"].sha256 if "onnx" in manifest.files else "none"
+    return cache_directory(manifest.directory, "x").parent / f"bf16-layout-{onnx[:16]}.json"
+
+
+def read_bf16_layout(manifest: Manifest) -> dict | None:
+    """The recorded bf16 layout of this export (written by ``sharp_rt.export.precision_bf16``), if any."""
+    path = bf16_layout_path(manifest)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    onnx = manifest.files["onnx"].sha256 if "onnx" in manifest.files else None
+    if record.get("format") != BF16_LAYOUT_FORMAT or record.get("onnx_sha256") != onnx:
+        return None
+    return record
+
+
+def bf16_fp32_nodes(manifest: Manifest, requested: Collection[str] | None) -> tuple[list[str], dict]:
+    """The ONNX node names kept float32 under bf16, and the layout's description for ``info.details``.
+
+    requested: node names (an empty collection: none); None: the layout recorded for these weights
+    (:func:`read_bf16_layout`), else none (the shipped OpenVINO layout: OpenVINO's own choices only).
+    """
+    if requested is not None:
+        nodes = sorted(set(requested))
+        return nodes, {"source": "given", "fp32_nodes": len(nodes)}
+    record = read_bf16_layout(manifest)
+    if record is None:
+        return [], {"source": "shipped (no float32 islands)", "fp32_nodes": 0}
+    nodes = sorted(set(record.get("fp32_nodes", [])))
+    return nodes, {
+        "source": f"grown for these weights ({bf16_layout_path(manifest).name})",
+        "fp32_islands": sorted(record.get("fp32_islands", {})),
+        "fp32_nodes": len(nodes),
+    }
+
+
+def _op_source(op) -> str:
+    """The ONNX node an OpenVINO op came from: its friendly name up to the first '/'."""
+    return op.get_friendly_name().split("/")[0]
+
+
+def islands_model(core, model_path: Path, fp32_nodes: Collection[str], folder: Path) -> tuple[Path, int]:
+    """``model_path`` (ONNX) as an OpenVINO IR in ``folder`` whose ops from ``fp32_nodes`` keep float32.
+
+    Each op whose source ONNX node (:func:`_op_source`) is in ``fp32_nodes`` gets
+    :data:`KEEP_PRECISION_ATTRIBUTE` in the IR's ``<rt_info>``; weights are written uncompressed
+    (float32).  An IR already in ``folder`` for the same nodes is reused.  Returns the ``.xml`` path
+    and how many ops were marked.
+    """
+    import xml.etree.ElementTree as ElementTree
+
+    ov = _openvino()
+    digest = hashlib.sha256("\n".join(sorted(fp32_nodes)).encode()).hexdigest()[:16]
+    target = folder / f"islands-{digest}.xml"
+    count_file = folder / f"islands-{digest}.count"
+    if target.exists() and target.with_suffix(".bin").exists() and count_file.exists():
+        return target, int(count_file.read_text())
+    wanted = set(fp32_nodes)
+    model = core.read_model(str(model_path))
+    names = {op.get_friendly_name() for op in model.get_ordered_ops() if _op_source(op) in wanted}
+    partial = folder / f"islands-{digest}.{os.getpid()}.partial.xml"
+    ov.save_model(model, str(partial), compress_to_fp16=False)
+    del model
+    tree = ElementTree.parse(partial)
+    marked = 0
+    for layer in tree.getroot().iter("layer"):
+        if layer.get("name") not in names:
+            continue
+        rt_info = layer.find("rt_info")
+        if rt_info is None:
+            rt_info = ElementTree.SubElement(layer, "rt_info")
+        ElementTree.SubElement(rt_info, "attribute", KEEP_PRECISION_ATTRIBUTE)
+        marked += 1
+    tree.write(partial)
+    partial.with_suffix(".bin").replace(target.with_suffix(".bin"))
+    partial.replace(target)
+    count_file.write_text(str(marked))
+    return target, marked
+
+
+def runtime_precisions(compiled, fp32_nodes: Collection[str]) -> dict[str, int]:
+    """Runtime precision -> count of ``compiled``'s compute ops (not Const, Reorder, I/O) of ``fp32_nodes``.
+
+    Read from the runtime model's ``runtimePrecision`` (what the CPU plugin actually runs).
+    """
+    wanted = set(fp32_nodes)
+    counts: dict[str, int] = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        kind = info["layerType"].astype(str) if "layerType" in info else ""
+        if kind in ("Const", "Reorder", "Input", "Output", "Convert") or "originalLayersNames" not in info:
+            continue
+        sources = {name.split("/")[0] for name in info["originalLayersNames"].astype(str).split(",")}
+        if sources & wanted:
+            precision = info["runtimePrecision"].astype(str)
+            counts[precision] = counts.get(precision, 0) + 1
+    return counts
+
+
 class OpenVinoEngine(Engine):
     """An OpenVINO CPU compiled model over an artifact directory written by ``sharp-rt export``."""
 
@@ -154,6 +270,7 @@ class OpenVinoEngine(Engine):
         cache: bool = True,
         perf_counters: bool = False,
         calibration: str | Path | None = None,
+        fp32_nodes: Collection[str] | None = None,
     ) -> None:
         ov = _openvino()
         self.manifest = open_manifest(directory)
@@ -192,6 +309,11 @@ class OpenVinoEngine(Engine):
                 "int8_matmuls": record.get("int8_matmuls"),
                 "float_matmuls": len(record.get("float_matmuls", [])),
             }
+        layout: dict[str, object] = {}
+        if self.precision == "bf16":
+            nodes, layout = bf16_fp32_nodes(self.manifest, fp32_nodes)
+            if nodes:
+                files = [*files, "fp32-nodes:" + hashlib.sha256("\n".join(nodes).encode()).hexdigest()]
         if cache:
             key = cache_key(files, ov.__version__, self.precision, threads)
             cache_dir = cache_directory(self.manifest.directory, key)
@@ -200,7 +322,15 @@ class OpenVinoEngine(Engine):
             except OSError:
                 cache_dir = None  # an unwritable cache only costs the compile time
         started = time.perf_counter()
-        self.compiled, cache_hit = self._compile(core, config, cache_dir)
+        with contextlib.ExitStack() as scratch:
+            if layout.get("fp32_nodes"):
+                scratch_dir = None if cache_dir else scratch.enter_context(tempfile.TemporaryDirectory())
+                folder = cache_dir or Path(scratch_dir)
+                self.model_path, marked = islands_model(core, self.model_path, nodes, folder)
+                layout["marked_ops"] = marked
+            self.compiled, cache_hit = self._compile(core, config, cache_dir)
+        if layout.get("fp32_nodes"):
+            layout["runtime_f32_ops"] = runtime_precisions(self.compiled, nodes).get("f32", 0)
         compile_seconds = time.perf_counter() - started
         self.request = self.compiled.create_infer_request()
         info = artifact_info(
@@ -216,6 +346,7 @@ class OpenVinoEngine(Engine):
             cache_hit=cache_hit,
             compile_seconds=round(compile_seconds, 2),
             **int8_details,
+            **({"bf16_layout": layout} if layout else {}),
         )
         self.info = dataclasses.replace(info, precision=self.precision)  # the compute precision
 

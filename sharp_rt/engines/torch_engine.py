@@ -15,6 +15,7 @@ against fp32: the same tolerances as every engine
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -86,8 +87,19 @@ class TorchEngine(Engine):
     """Runs a :class:`~sharp_rt.sharp_ref.SharpPredictor` in torch, eager or compiled."""
 
     def __init__(
-        self, model, device: str = "auto", precision: Precision = "fp32", compile: bool = False
+        self,
+        model,
+        device: str = "auto",
+        precision: Precision = "fp32",
+        compile: bool = False,
+        fp32_islands: Mapping[str, str] | None = None,
     ) -> None:
+        """Move ``model`` to ``device`` and cast it to ``precision`` (see the class docstring).
+
+        fp32_islands (bf16 / fp16): module paths kept float32; None: the shipped layout
+        (:func:`~sharp_rt.sharp_ref.mixed_precision.fp32_islands`); a layout chosen for these
+        weights comes from :func:`sharp_rt.export.precision_bf16.choose_torch_bf16_layout`.
+        """
         import torch
 
         if precision not in PRECISIONS:
@@ -102,11 +114,14 @@ class TorchEngine(Engine):
         self._torch = torch
         self.model = model.to(device)
         if precision != "fp32":
-            from sharp_rt.sharp_ref.mixed_precision import fp32_islands
+            from sharp_rt.sharp_ref.mixed_precision import fp32_islands as fp32_islands_of
 
-            self.model.to_compute_dtype(getattr(torch, PRECISIONS[precision]), fp32_islands(precision))
+            islands = fp32_islands_of(precision) if fp32_islands is None else fp32_islands
+            self.model.to_compute_dtype(getattr(torch, PRECISIONS[precision]), islands)
         self._forward = self.model
         details = {"preset": model.config.name, "torch": torch.__version__, "compiled": compile}
+        if precision != "fp32":
+            details["fp32_islands"] = sorted(islands)
         if compile:
             mode = compile_mode(device)
             # dynamic=False: one graph per input shape (batch 1 in practice), which CUDA graphs need.

@@ -174,8 +174,8 @@ def _validate_plan(
     return {**validation, "status": status, "failures": failures, "tensorrt": result}
 
 
-def _measure_ranking(model, probes: list, stage: Stage) -> list[dict[str, Any]]:
-    """Rank the candidate islands by measured fp16 sensitivity on all probe photos (one forward)."""
+def _measure_ranking(model, probes: list, stage: Stage, precision: str = "fp16") -> list[dict[str, Any]]:
+    """Rank the candidate islands by measured fp16 (or bf16) sensitivity on all probe photos (one forward)."""
     import numpy as np
     import torch
 
@@ -184,8 +184,9 @@ def _measure_ranking(model, probes: list, stage: Stage) -> list[dict[str, Any]]:
     image = torch.from_numpy(np.concatenate([image for _, image, _ in probes]))
     factor = torch.from_numpy(np.concatenate([factor for _, _, factor in probes]))
     fine, coarse = island_candidates(model), coarse_island_candidates(model)
-    with stage("sensitivity: fp16 error of each candidate island on the probes"):
-        ranking = rank_islands(model, image, factor, {**fine, **coarse})
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    with stage(f"sensitivity: {precision} error of each candidate island on the probes"):
+        ranking = rank_islands(model, image, factor, {**fine, **coarse}, dtype)
     # the modules first (largest error first), then the whole parts (ViTs, decoders) in the same order
     ranking = [row for row in ranking if row["module"] in fine] + [
         r for r in ranking if r["module"] in coarse
@@ -217,6 +218,9 @@ def _with_islands(islands: dict[str, str], paths: list[str], ranking: list[dict[
     """``islands`` plus ``paths``; an island inside a new one is dropped (the new one covers it)."""
     what = {row["module"]: row["what"] for row in ranking}
     kept = {path: text for path, text in islands.items() if not _covered(path, paths)}
+    # a new island inside another new one is dropped too: an island nested in an island would cast its
+    # output back to the reduced dtype inside the float32 region
+    paths = [path for path in paths if not any(other != path and _covered(path, [other]) for other in paths)]
     return {**kept, **{path: f"{what[path]} (grown: measured fp16 sensitivity)" for path in paths}}
 
 

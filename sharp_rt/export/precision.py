@@ -183,47 +183,56 @@ def coarse_island_candidates(model: SharpPredictor) -> dict[str, str]:
     }
 
 
-def _round_half(value):
-    """Round floating tensors (also inside tuples / lists) to fp16 values, kept in float32."""
+def _round_half(value, dtype: torch.dtype = HALF):
+    """Round floating tensors (also inside tuples / lists) to ``dtype`` (fp16 / bf16) values, kept float32."""
     if isinstance(value, torch.Tensor):
-        return value.half().float() if value.is_floating_point() else value
+        return value.to(dtype).float() if value.is_floating_point() else value
     if isinstance(value, (tuple, list)) and not hasattr(value, "_fields"):
-        return type(value)(_round_half(v) for v in value)
+        return type(value)(_round_half(v, dtype) for v in value)
     return value
 
 
 class _HalfStorage(torch.overrides.TorchFunctionMode):
-    """Round the result of every torch function to fp16 (fp16 storage between ops, fp32 inside them).
+    """Round the result of every torch function to ``dtype`` (fp16 / bf16 storage between ops, fp32 inside).
 
     Attention is split into the ops the ONNX exporter emits (q and k each scaled by d^-1/4, MatMul,
-    Softmax, MatMul), each rounded: fp16 logits are where large attention logits lose precision.
+    Softmax, MatMul), each rounded: reduced-precision logits are where large attention logits lose
+    precision.
     """
+
+    def __init__(self, dtype: torch.dtype = HALF) -> None:
+        super().__init__()
+        self.dtype = dtype
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        dtype = self.dtype
         if func is torch.nn.functional.scaled_dot_product_attention:
             query, key, value = args[:3]
             scale = query.shape[-1] ** -0.25
-            logits = _round_half(_round_half(query * scale) @ _round_half(key * scale).transpose(-1, -2))
-            weights = _round_half(torch.softmax(logits, dim=-1))
-            return _round_half(weights @ value)
-        return _round_half(func(*args, **kwargs))
+            scaled_q, scaled_k = _round_half(query * scale, dtype), _round_half(key * scale, dtype)
+            logits = _round_half(scaled_q @ scaled_k.transpose(-1, -2), dtype)
+            weights = _round_half(torch.softmax(logits, dim=-1), dtype)
+            return _round_half(weights @ value, dtype)
+        return _round_half(func(*args, **kwargs), dtype)
 
 
-def emulated_half_output(module: nn.Module, args: tuple) -> object:
-    """``module(*args)`` with fp16 storage: weights (not norms' affine), inputs and every op's result rounded.
+def emulated_half_output(module: nn.Module, args: tuple, dtype: torch.dtype = HALF) -> object:
+    """``module(*args)`` with ``dtype`` storage: weights (not norms' affine), inputs, op results rounded.
 
-    The screen of :func:`rank_islands`; computes in float32 on fp16 values, as ONNX Runtime's CPU
-    provider runs the exported fp16 graph (docs/precision.md, "fp16 on a CPU").
+    The screen of :func:`rank_islands`; computes in float32 on fp16 (or bf16) values, as ONNX
+    Runtime's CPU provider runs the exported fp16 graph (docs/precision.md, "fp16 on a CPU").  For
+    bf16 it ranks what the torch engine and OpenVINO's bf16 hint round (both keep norms' statistics
+    and accumulation in float32).
     """
     params = {}
     for name, sub in module.named_modules():
         keep = isinstance(sub, (nn.LayerNorm, nn.GroupNorm))
         for pname, parameter in sub.named_parameters(recurse=False):
             full = f"{name}.{pname}" if name else pname
-            params[full] = parameter if keep else _round_half(parameter.detach())
-    with _HalfStorage():
-        return torch.func.functional_call(module, params, _round_half(args))
+            params[full] = parameter if keep else _round_half(parameter.detach(), dtype)
+    with _HalfStorage(dtype):
+        return torch.func.functional_call(module, params, _round_half(args, dtype))
 
 
 def _first_tensor(value) -> torch.Tensor:
@@ -233,13 +242,17 @@ def _first_tensor(value) -> torch.Tensor:
 
 
 def rank_islands(
-    model: SharpPredictor, image: torch.Tensor, disparity_factor: torch.Tensor, candidates: Mapping[str, str]
+    model: SharpPredictor,
+    image: torch.Tensor,
+    disparity_factor: torch.Tensor,
+    candidates: Mapping[str, str],
+    dtype: torch.dtype = HALF,
 ) -> list[dict[str, object]]:
-    """Measured fp16 sensitivity of each candidate on the weights' own activations, largest first.
+    """Measured fp16 (or bf16: ``dtype``) sensitivity of each candidate on the weights' activations.
 
     One float32 forward of ``model`` on the probe ``image`` [B, 3, S, S] / ``disparity_factor`` [B];
-    each candidate module is re-run on its recorded float32 input with fp16 storage
-    (:func:`emulated_half_output`) and scored by the relative L2 error of its output,
+    each candidate module is re-run on its recorded float32 input with ``dtype`` storage
+    (:func:`emulated_half_output`) and scored by the relative L2 error of its output, largest first,
     ``|y16 - y32| / |y32|`` (non-finite: ``inf``).  Returns ``[{"module", "what", "error"}]``.
     """
     squares: dict[str, list[float]] = {path: [0.0, 0.0] for path in candidates}
@@ -252,7 +265,7 @@ def rank_islands(
                 return
             busy[0] = True
             try:
-                emulated = _first_tensor(emulated_half_output(module, args)).double()
+                emulated = _first_tensor(emulated_half_output(module, args, dtype)).double()
             finally:
                 busy[0] = False
             reference = _first_tensor(output).double()

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -55,7 +55,6 @@ from sharp_rt.runtime.gaussians import Gaussians
 
 if TYPE_CHECKING:
     from sharp_rt.core.claims import Claim
-    from sharp_rt.predict.predictor import Prediction
 
 __all__ = [
     "NAME_MAX_BYTES",
@@ -63,10 +62,10 @@ __all__ = [
     "ImageResult",
     "OutputFormat",
     "OutputPlan",
+    "claim_todo",
     "is_complete_output",
     "output_targets",
     "plan_outputs",
-    "predict_claimed",
     "source_record",
     "write_output",
 ]
@@ -123,6 +122,7 @@ class ImageResult:
     num_gaussians: int  # Gaussians written (0 if failed or skipped)
     seconds: dict[str, float]  # stage -> seconds (load, preprocess, inference, unproject, write, ...)
     skipped: str | None = None  # why it was not run here although not failed (another process made it)
+    hint: str | None = None  # what to do about ``error``, when it is not part of the message
 
 
 _HEADER_FORMATS = {"ply", "plain-ply", "compressed-ply"}  # formats whose header holds the source record
@@ -471,44 +471,81 @@ class DiskFullError(OutputError):
     image: Path | None = None  # the image whose output could not be written
 
 
-def predict_claimed(
-    predictor,
+class ClaimStream:
+    """The targets of ``todo`` claimed one at a time, as a consumer reads their images.
+
+    :meth:`sources` yields each image whose target this process claimed (a target may move
+    to its clash name, see :func:`_claim_for`), claiming it only when asked for the next
+    image: fed to ``Predictor.predict_many`` it claims image i+1 as that one is read, one
+    image ahead, so that concurrent runs on one output folder share the work.  An image that
+    another live process is making (the claim names the same photo), or made since the plan,
+    goes to ``on_skip`` as an :class:`ImageResult` with ``skipped`` set instead.
+    :meth:`release` lets one image's claim go (after its output is written); leaving the
+    ``with`` block releases the rest.
+    """
+
+    def __init__(
+        self,
+        todo: list[tuple[Path, Path]],
+        fmt: OutputFormat,
+        *,
+        overwrite: bool,
+        num_gaussians: int | None,
+        recheck: frozenset[Path] = frozenset(),
+    ) -> None:
+        self._todo = todo
+        self._fmt = fmt
+        self._overwrite = overwrite
+        self._num_gaussians = num_gaussians
+        self._recheck = recheck  # targets kept as they are (only their videos are due): not rechecked
+        self._claims: dict[Path, tuple[Claim, Path]] = {}
+
+    def sources(self, on_skip: Callable[[ImageResult], object]) -> Iterator[Path]:
+        """The images this process claimed, in order, each claimed when asked for."""
+        for image, target in self._todo:
+            fmt, overwrite, count = self._fmt, self._overwrite, self._num_gaussians
+            outcome = _claim_for(image, target, fmt, overwrite, count, target in self._recheck)
+            if isinstance(outcome, ImageResult):
+                on_skip(outcome)
+            else:
+                self._claims[image] = outcome
+                yield image
+
+    def target(self, image: Path) -> Path:
+        """The target claimed for ``image``: the planned one, or its clash name."""
+        return self._claims[image][1]
+
+    def release(self, image: Path) -> None:
+        """Release ``image``'s claim (nothing if it holds none)."""
+        held = self._claims.pop(image, None)
+        if held is not None:
+            held[0].release()
+
+    def release_all(self) -> None:
+        """Release every claim still held."""
+        while self._claims:
+            self._claims.popitem()[1][0].release()
+
+    def __enter__(self) -> ClaimStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release_all()
+
+
+def claim_todo(
     todo: list[tuple[Path, Path]],
     fmt: OutputFormat,
     *,
     overwrite: bool,
     num_gaussians: int | None,
     recheck: frozenset[Path] = frozenset(),
-    chunk: int = 2,
-    **options,
-) -> Iterator[tuple[Prediction, Path] | ImageResult]:
-    """``predictor.predict_many`` over ``todo``, claiming each target first (:mod:`sharp_rt.core.claims`).
+) -> ClaimStream:
+    """A :class:`ClaimStream` over ``todo`` (claims taken lazily, :mod:`sharp_rt.core.claims`).
 
-    Targets are claimed ``chunk`` at a time, so that concurrent runs on one output folder
-    share the work.  Yields ``(prediction, target)`` for each image this process runs (its
-    claim is released when the caller asks for the next item), and an :class:`ImageResult`
-    with ``skipped`` set for an image that another live process is making (the claim names
-    the same photo), or made since the plan.  An image whose target another process is
-    making or has made from *another* photo moves to its clash name, as in the plan.
-    ``recheck``: targets kept as they are (only their videos are due): not rechecked.
-    ``options``: passed to ``predict_many`` (focal length overrides).
+    ``recheck``: targets kept as they are (only their videos are due): not rechecked as outputs.
     """
-    for start in range(0, len(todo), chunk):
-        claims: dict[Path, tuple[Claim, Path]] = {}
-        try:
-            for image, target in todo[start : start + chunk]:
-                outcome = _claim_for(image, target, fmt, overwrite, num_gaussians, target in recheck)
-                if isinstance(outcome, ImageResult):
-                    yield outcome
-                else:
-                    claims[image] = outcome
-            if claims:
-                for prediction in predictor.predict_many(list(claims), **options):
-                    yield prediction, claims[prediction.source][1]
-                    claims.pop(prediction.source)[0].release()
-        finally:
-            for held, _ in claims.values():
-                held.release()
+    return ClaimStream(todo, fmt, overwrite=overwrite, num_gaussians=num_gaussians, recheck=recheck)
 
 
 def _claim_for(
@@ -523,6 +560,7 @@ def _claim_for(
         digest = ""  # unreadable: predicting it reports why
     for attempt in range(2):
         try:
+            target.parent.mkdir(parents=True, exist_ok=True)  # --keep-tree: a sub-folder not made yet
             held = try_claim(target, note=digest)
         except OSError as error:
             return ImageResult(image, target, f"cannot claim {target}: {error.strerror or error}", 0, {})
@@ -552,7 +590,7 @@ class ClaimedTodo:
     """Every target of ``todo`` claimed at once (for ``--ray``, whose rows are all submitted up front).
 
     ``todo``: the (image, target) pairs this process got (a target may be a clash name, see
-    :func:`predict_claimed`); ``skipped``: results for the images another process makes or
+    :class:`ClaimStream`); ``skipped``: results for the images another process makes or
     made.  :meth:`results` passes results through, releasing each one's claim; leaving the
     ``with`` block releases the rest.  Claims are files, not open descriptors, so thousands
     of them are fine.

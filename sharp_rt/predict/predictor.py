@@ -144,19 +144,17 @@ class EngineSpec:
         (a context manager) wraps each long build step; both optional.
         """
         if self.engine_cache and not self.uses_torch:
-            from sharp_rt.export.first_run import cached_engine
+            from sharp_rt.export.first_run import first_run_engine
 
-            options = {"log": log, "stage": stage} if log else {}
-            found = cached_engine(
+            # the cached engine, or (none yet) the first photo from sharp_ref fp32, then the engine built
+            return first_run_engine(
                 self.checkpoint,
                 precision=self.precision,
                 threads=self.threads,
                 validate=self.validate,
-                **options,
+                log=log,
+                stage=stage,
             )
-            details = {**found.engine.info.details, "chosen": found.why, "engine_cache": str(found.directory)}
-            found.engine.info = dataclasses.replace(found.engine.info, details=details)
-            return found.engine
         choice = self.decided().choice
         assert choice is not None
         if self.uses_torch:
@@ -252,30 +250,37 @@ def prepare_image(
     return Prepared(tensor, float(f_px), pixels.shape[1], pixels.shape[0], seconds)
 
 
-def source_paths(sources: Iterable[str | Path]) -> list[Path]:
+def source_paths(sources: Iterable[str | Path]) -> Iterable[Path]:
     """``predict_many``'s sources as paths; ArgumentTypeError for one path or a non-path item.
 
     A ``str`` is iterable, so ``predict_many("a.jpg")`` would otherwise predict ``a``, ``.``,
-    ``j``, ``p``, ``g``.
+    ``j``, ``p``, ``g``.  A collection (list, tuple, ...) is checked whole, here; an iterator
+    (a generator) is read lazily, each item checked as it is read.
     """
     if isinstance(sources, str | bytes | os.PathLike):
         raise ArgumentTypeError(
             f"predict_many takes an iterable of image paths, got the single path {sources!r}",
             hint=f"pass a list, predict_many([{sources!r}]), or call predict({sources!r}) for one image",
         )
+    if isinstance(sources, Iterator):
+        return (_source_path(item) for item in sources)
     try:
         items = list(sources)
     except TypeError:
         raise ArgumentTypeError(
             f"predict_many takes an iterable of image paths, got {type(sources).__name__}"
         ) from None
-    for item in items:
-        if not isinstance(item, str | os.PathLike) or isinstance(item, bytes):
-            raise ArgumentTypeError(
-                f"predict_many takes image paths (str or Path), got {type(item).__name__} {item!r:.60}",
-                hint="for an image array use predict(array)",
-            )
-    return [Path(item) for item in items]
+    return [_source_path(item) for item in items]
+
+
+def _source_path(item: object) -> Path:
+    """One of ``predict_many``'s sources as a path (ArgumentTypeError if it is not a str or a path)."""
+    if not isinstance(item, str | os.PathLike) or isinstance(item, bytes):
+        raise ArgumentTypeError(
+            f"predict_many takes image paths (str or Path), got {type(item).__name__} {item!r:.60}",
+            hint="for an image array use predict(array)",
+        )
+    return Path(item)
 
 
 def check_engine_outputs(outputs: dict[str, np.ndarray], info: EngineInfo) -> None:
@@ -403,11 +408,13 @@ class Predictor:
         ``backend="torch"`` (default): PyTorch; ``compile=True``: torch.compile (Inductor, CUDA
         graphs on CUDA); the first prediction compiles (minutes for the full model).
         ``backend="auto"``: the fastest engine this machine runs (e.g. OpenVINO bf16 on a CPU with
-        bf16 units), built from the checkpoint into ``<sharp-rt cache>/engines/`` on first use
-        (an ONNX export, then validated against ``sharp_ref`` on the probe photo unless
-        ``validate=False``) and reused later (:mod:`sharp_rt.export.first_run`); ``log(line)`` gets
-        what was built or reused and why.  ``precision="auto"`` lets it pick bf16.
-        Raises :class:`~sharp_rt.core.errors.EngineError` when a fresh build fails its validation.
+        bf16 units), from ``<sharp-rt cache>/engines/`` (:mod:`sharp_rt.export.first_run`).  None
+        cached yet (a CPU, ``validate=True``): the first prediction runs ``sharp_ref`` fp32; the next
+        one (or ``close()``, after a single prediction) first builds the engine, validates it against
+        that prediction's reference outputs and caches it; a build that fails its bounds is not kept
+        and the predictions stay on the reference.  ``log(line)`` gets what runs, what was built and
+        why.  ``precision="auto"`` lets it pick bf16.  Raises :class:`~sharp_rt.core.errors.EngineError`
+        when a build before the first prediction (NVIDIA GPU, ``validate=False``) fails its validation.
         """
         if backend == "auto":
             spec = EngineSpec(
@@ -529,105 +536,101 @@ class Predictor:
         Raises :class:`~sharp_rt.core.errors.ArgumentTypeError` (a ``TypeError``) at the call,
         before any image is read, when ``sources`` is one path (a ``str``) or holds something
         that is not a path; a bad focal length is an ``ArgumentError`` (a ``ValueError``).
+        ``sources`` may also be an iterator (a generator): it is read lazily, one image ahead of
+        the one running, and each item is checked as it is read (so a caller can claim each
+        image as it is read, :func:`sharp_rt.predict.batch.run_local`).
         """
         focal = FocalOverride.from_options(f_px, focal_mm, fov_deg)  # a bad value: one error, up front
         check_prune_options(self.max_gaussians, self.prune)  # may have been set since __init__
-        if self.device_resident:
-            return self._predict_each_resident(source_paths(sources), focal)
         return self._predict_each(source_paths(sources), focal)
 
-    def _predict_each(self, sources: list[Path], focal: FocalOverride | None) -> Iterator[Prediction]:
-        """:meth:`predict_many` after its arguments are checked (a generator: runs as it is consumed)."""
-        engine_failures = 0  # in a row
-        with concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="sharp-rt-decode"
-        ) as pool:
-            pending = pool.submit(self.prepare, sources[0], focal=focal) if sources else None
-            for index, source in enumerate(sources):
-                assert pending is not None
-                current = pending
-                following = index + 1 < len(sources)
-                pending = pool.submit(self.prepare, sources[index + 1], focal=focal) if following else None
-                try:
-                    prepared = current.result()
-                except Exception as error:  # this image cannot be read: the others can
-                    yield Prediction(source, None, as_image_error(error, "reading the image"), {})
-                    continue
-                try:
-                    outputs, inference = self.run_engine(prepared)
-                except Exception as error:
-                    engine_failures += 1
-                    failure = as_image_error(error, "running the engine")
-                    if engine_failures >= ENGINE_FAILURE_LIMIT:
-                        raise engine_stop_error(engine_failures, source, failure) from error
-                    yield Prediction(source, None, failure, {})
-                    continue
-                engine_failures = 0
-                started = time.perf_counter()
-                try:
-                    gaussians = self.to_gaussians(outputs, prepared)
-                except Exception as error:  # e.g. NaN outputs of this image
-                    yield Prediction(source, None, as_image_error(error, "unprojecting"), {})
-                    continue
-                seconds = {"inference": inference, "unproject": time.perf_counter() - started}
-                yield Prediction(source, gaussians, None, {**prepared.seconds, **seconds})
+    def _predict_each(self, sources: Iterable[Path], focal: FocalOverride | None) -> Iterator[Prediction]:
+        """:meth:`predict_many` after its arguments are checked (a generator: runs as it is consumed).
 
-    def _predict_each_resident(
-        self, sources: list[Path], focal: FocalOverride | None
-    ) -> Iterator[Prediction]:
-        """:meth:`predict_many` on the device-resident path (a generator).
-
-        One image's result is handed out (and written by the caller) while the device computes
-        the next one, queued just before it.
+        One loop for both paths.  Image i+1 is read (decoded, preprocessed) in a thread while
+        image i runs.  On the device-resident path image i is queued on the device before the
+        previous image's result is handed out, so that the caller writes that result while the
+        device computes; on the host path each result is handed out as soon as it is made.
         """
         engine_failures = 0  # in a row
-        ready: Prediction | None = None  # the previous image's result, handed out once this one is queued
+        ready: Prediction | None = None  # device-resident: the last result, out once this one is queued
         with concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="sharp-rt-decode"
         ) as pool:
-            pending = pool.submit(self.prepare, sources[0], focal=focal) if sources else None
-            for index, source in enumerate(sources):
-                assert pending is not None
-                current = pending
-                following = index + 1 < len(sources)
-                pending = pool.submit(self.prepare, sources[index + 1], focal=focal) if following else None
-                run = failure = None
-                result = None  # this image's result when it failed before reaching the device
+            for source, reading in self._read_ahead(sources, focal, pool):
+                result = failure = run = None  # result: this image's, when it failed before the engine
                 try:
-                    prepared = current.result()
+                    prepared = reading.result()
                 except Exception as error:  # this image cannot be read: the others can
                     result = Prediction(source, None, as_image_error(error, "reading the image"), {})
                 else:
                     try:
-                        run = self._launch(prepared)
+                        run = self._launch(prepared) if prepared.image is None else None  # queued, resident
                     except Exception as error:
                         failure = error
                 if ready is not None:
                     yield ready  # the caller writes it while the device computes this image
-                ready = result
-                if run is None and failure is None:
-                    continue
-                if failure is None:
+                    ready = None
+                if result is None:
                     try:
-                        count, host = run.wait()
-                    except Exception as error:  # e.g. a CUDA error raised when the device finishes
-                        failure = error
-                if failure is not None:
-                    engine_failures += 1
-                    image_error = as_image_error(failure, "running the engine")
-                    if engine_failures >= ENGINE_FAILURE_LIMIT:
-                        raise engine_stop_error(engine_failures, source, image_error) from failure
-                    ready = Prediction(source, None, image_error, {})
-                    continue
-                engine_failures = 0
-                try:
-                    gaussians = self._resident_gaussians(run, count, host)
-                except Exception as error:  # e.g. NaN outputs of this image
-                    ready = Prediction(source, None, as_image_error(error, "unprojecting"), {})
-                    continue
-                ready = Prediction(source, gaussians, None, {**prepared.seconds, **run.seconds()})
+                        if failure is not None:
+                            raise failure
+                        # resident: (NaN / inf count, host copy), a CUDA error raised as the device finishes;
+                        # host: (outputs, inference seconds)
+                        finished = run.wait() if run is not None else self.run_engine(prepared)
+                    except Exception as error:
+                        engine_failures += 1
+                        image_error = as_image_error(error, "running the engine")
+                        if engine_failures >= ENGINE_FAILURE_LIMIT:
+                            raise engine_stop_error(engine_failures, source, image_error) from error
+                        result = Prediction(source, None, image_error, {})
+                    else:
+                        engine_failures = 0
+                        result = self._unprojected(source, prepared, run, finished)
+                if self.device_resident:
+                    ready = result
+                else:
+                    yield result
             if ready is not None:
                 yield ready
+
+    def _read_ahead(
+        self, sources: Iterable[Path], focal: FocalOverride | None, pool: concurrent.futures.Executor
+    ) -> Iterator[tuple[Path, concurrent.futures.Future[Prepared]]]:
+        """``(source, future of its Prepared)`` in order; the next image's read begins before each is out.
+
+        ``sources`` is read one image ahead of the one handed out (a lazy stream, e.g. the
+        claims of :func:`sharp_rt.predict.batch.run_local`, is pulled here, in the caller's thread).
+        """
+        remaining = iter(sources)
+
+        def begin() -> tuple[Path, concurrent.futures.Future[Prepared]] | None:
+            source = next(remaining, None)
+            return None if source is None else (source, pool.submit(self.prepare, source, focal=focal))
+
+        pending = begin()
+        while pending is not None:
+            current, pending = pending, begin()
+            yield current
+
+    def _unprojected(self, source: Path, prepared: Prepared, run, finished: tuple) -> Prediction:
+        """One image's :class:`Prediction` after its engine run: checked (NaN / inf) and unprojected.
+
+        run: the device-resident run (``finished``: its ``wait()``), or None (``finished``: ``run_engine``'s).
+        """
+        started = time.perf_counter()
+        try:
+            if run is not None:
+                count, host = finished
+                gaussians = self._resident_gaussians(run, count, host)
+                seconds = run.seconds()
+            else:
+                outputs, inference = finished
+                gaussians = self.to_gaussians(outputs, prepared)
+                seconds = {"inference": inference, "unproject": time.perf_counter() - started}
+        except Exception as error:  # e.g. NaN outputs of this image
+            return Prediction(source, None, as_image_error(error, "unprojecting"), {})
+        return Prediction(source, gaussians, None, {**prepared.seconds, **seconds})
 
     def close(self) -> None:
         """Release the engine."""

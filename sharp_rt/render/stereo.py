@@ -36,10 +36,16 @@ if TYPE_CHECKING:
     from sharp_rt.render.renderer import Renderer
 
 DEFAULT_BASELINE_M = 0.064  # metres (scene units)
+# The largest baseline accepted: 10 m, far beyond any eye distance or stereo rig; a larger number is a
+# unit mistake (metres or micrometres given as mm) that would render two unrelated views.
+MAX_BASELINE_M = 10.0
 
 
 def check_baseline(baseline: float) -> None:
-    """Raise :class:`SharpError` unless ``baseline`` (metres) is a finite positive number."""
+    """Raise :class:`SharpError` unless ``baseline`` (metres) is a finite positive number of at most 10 m.
+
+    The bound is :data:`MAX_BASELINE_M` (a larger value is a unit mistake).
+    """
     try:
         value = float(baseline)
     except (TypeError, ValueError):
@@ -47,6 +53,11 @@ def check_baseline(baseline: float) -> None:
     if not math.isfinite(value) or value <= 0.0:
         raise SharpError(
             f"The stereo baseline must be positive, got {value * 1000:g} mm",
+            hint="give the distance between the eyes in mm, e.g. --baseline-mm 64 (a human's)",
+        )
+    if value > MAX_BASELINE_M:
+        raise SharpError(
+            f"The stereo baseline must be at most {MAX_BASELINE_M:g} m, got {value * 1000:g} mm",
             hint="give the distance between the eyes in mm, e.g. --baseline-mm 64 (a human's)",
         )
 

@@ -84,7 +84,7 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image, ImageCms, PngImagePlugin
 
-from sharp_rt.core.errors import ArgumentError, ImageError
+from sharp_rt.core.errors import ArgumentError, ArgumentTypeError, ImageError
 from sharp_rt.runtime.intrinsics import MAX_FIELD_OF_VIEW, MIN_FIELD_OF_VIEW, diagonal_field_of_view
 
 # ml-sharp's rule of thumb for focal lengths below 10 mm (phone sensors).
@@ -206,7 +206,8 @@ class FocalOverride:
     Raises :class:`~sharp_rt.core.errors.ArgumentError` (a SharpError and a ValueError) for a
     value that is not a finite positive number, a field of view of 175 degrees or more, a 35 mm
     focal length whose diagonal field of view is outside 0.1-175 degrees (0.94-24,790 mm), or
-    more than one form.
+    more than one form; :class:`~sharp_rt.core.errors.ArgumentTypeError` (a TypeError) for a string
+    (``f_px="500"``), bytes or a bool.
     A frozen value, so it pickles to Ray workers.
     """
 
@@ -224,6 +225,11 @@ class FocalOverride:
             )
         for name in given:
             value = getattr(self, name)
+            if isinstance(value, str | bytes | bool):  # float("500") would take a string for a number
+                raise ArgumentTypeError(
+                    f"{_FOCAL_FLAGS[name]} must be a number, got the {type(value).__name__} {value!r}",
+                    hint=f"pass {name}=500.0, not {name}='500'",
+                )
             try:
                 number = float(value)
             except (TypeError, ValueError):

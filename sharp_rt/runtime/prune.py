@@ -176,7 +176,11 @@ def _slice(g: Gaussians, index) -> Gaussians:
 
 
 def _footprints(
-    mean: np.ndarray, cov: np.ndarray, f_px: float, image_size: tuple[int, int]
+    mean: np.ndarray,
+    cov: np.ndarray,
+    f_px: float,
+    image_size: tuple[int, int],
+    dilation: float = DILATION_PX2,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Projected one-sigma areas / pi, ``sqrt(det(J Sigma J^T + 0.3 I))`` px^2 capped at W * H, and validity.
 
@@ -190,8 +194,8 @@ def _footprints(
     jy = -f_px * y * inv_z * inv_z  # d v / d z
     fz = f_px * inv_z
     # J = [[fz, 0, jx], [0, fz, jy]]: the three entries of J Sigma J^T, written out.
-    a = fz * fz * cov[:, 0, 0] + 2 * fz * jx * cov[:, 0, 2] + jx * jx * cov[:, 2, 2] + DILATION_PX2
-    c = fz * fz * cov[:, 1, 1] + 2 * fz * jy * cov[:, 1, 2] + jy * jy * cov[:, 2, 2] + DILATION_PX2
+    a = fz * fz * cov[:, 0, 0] + 2 * fz * jx * cov[:, 0, 2] + jx * jx * cov[:, 2, 2] + dilation
+    c = fz * fz * cov[:, 1, 1] + 2 * fz * jy * cov[:, 1, 2] + jy * jy * cov[:, 2, 2] + dilation
     b = fz * fz * cov[:, 0, 1] + fz * jy * cov[:, 0, 2] + fz * jx * cov[:, 1, 2] + jx * jy * cov[:, 2, 2]
     with np.errstate(invalid="ignore"):
         area = np.sqrt(np.maximum(a * c - b * b, 0.0))
@@ -214,6 +218,75 @@ MAX_MERGED_PER_ROUND = 0.25  # at most this fraction of the Gaussians goes in on
 
 ALLOW_DROP = False  # also consider dropping the less important of a pair (measured worse: off)
 ORDERINGS = 3  # Z-curve orderings whose neighbours are merge candidates, per round
+COST = "l2"  # "l2": image-space L2 error of the merge (_merge_error); "legacy": distance x importance
+VISIBLE_WEIGHTS = True  # merge weights include transmittance (what the photo's view sees)
+VIEW_SCALE = 1.0  # rendered pixels per photo pixel the merge is judged at (dilation 0.3 / VIEW_SCALE^2)
+L2_COLOR_WEIGHT = 0.5  # extra scale-free colour term (x the smaller visible mass) in the "l2" cost
+ALPHA_CHANNEL = 0.0  # weight of coverage (alpha) beside the three premultiplied colour channels
+
+
+def _projected(
+    mean: np.ndarray, cov: np.ndarray, f_px: float, dilation: float = DILATION_PX2
+) -> tuple[np.ndarray, np.ndarray]:
+    """Photo-camera centres [N, 2] (px) and dilated screen covariances [N, 3] (xx, xy, yy; px^2)."""
+    x, y, z = mean[:, 0], mean[:, 1], np.maximum(mean[:, 2], MIN_DEPTH)
+    inv_z = 1.0 / z
+    jx, jy, fz = -f_px * x * inv_z * inv_z, -f_px * y * inv_z * inv_z, f_px * inv_z
+    a = fz * fz * cov[:, 0, 0] + 2 * fz * jx * cov[:, 0, 2] + jx * jx * cov[:, 2, 2] + dilation
+    c = fz * fz * cov[:, 1, 1] + 2 * fz * jy * cov[:, 1, 2] + jy * jy * cov[:, 2, 2] + dilation
+    b = fz * fz * cov[:, 0, 1] + fz * jy * cov[:, 0, 2] + fz * jx * cov[:, 1, 2] + jx * jy * cov[:, 2, 2]
+    return np.stack([x * inv_z * f_px, y * inv_z * f_px], axis=1), np.stack([a, b, c], axis=1)
+
+
+def _overlap(p1: np.ndarray, s1: np.ndarray, p2: np.ndarray, s2: np.ndarray) -> np.ndarray:
+    """``integral G_1 G_2 dx`` of unnormalized 2D Gaussians ``exp(-d^T S^-1 d / 2)`` [M].
+
+    ``2 pi sqrt(|S_1| |S_2| / |S_1 + S_2|) exp(-d^T (S_1 + S_2)^-1 d / 2)``, d = p_1 - p_2
+    (the product of two Gaussians; e.g. Petersen & Pedersen, The Matrix Cookbook, 8.1.8).
+    """
+    det1 = s1[:, 0] * s1[:, 2] - s1[:, 1] ** 2
+    det2 = s2[:, 0] * s2[:, 2] - s2[:, 1] ** 2
+    a, b, c = s1[:, 0] + s2[:, 0], s1[:, 1] + s2[:, 1], s1[:, 2] + s2[:, 2]
+    det = np.maximum(a * c - b * b, 1e-30)
+    dx, dy = p1[:, 0] - p2[:, 0], p1[:, 1] - p2[:, 1]
+    quad = (c * dx * dx - 2 * b * dx * dy + a * dy * dy) / det
+    return 2 * np.pi * np.sqrt(np.maximum(det1 * det2, 0.0) / det) * np.exp(-0.5 * quad)
+
+
+def _merge_error(
+    p: np.ndarray, s: np.ndarray, amp: np.ndarray, w: np.ndarray, first: np.ndarray, second: np.ndarray
+) -> np.ndarray:
+    """Squared L2 image error ``integral |f_i + f_j - f_m|^2`` of merging each pair, in the photo's view [M].
+
+    p: [N, 2] screen centres (px); s: [N, 3] screen covariances (px^2); amp: [N, 4] each
+    Gaussian's visible amplitude ``T x opacity x (colour, 1)`` (premultiplied linear RGB and
+    coverage); w: [N] merge weights (visible mass ``T x opacity x sqrt|S|``).  ``f_k = amp_k
+    G_k``; the merged ``f_m`` is the 2D moment match (weights w; mass kept).  The L2
+    field error of a merge is the cost of splat-transform's ``--decimate-adaptive``
+    (computed there in 3D, unweighted by visibility; here in the photo's image plane).
+    """
+    i, j = first, second
+    total = np.maximum(w[i] + w[j], 1e-30)
+    ti, tj = (w[i] / total)[:, None], (w[j] / total)[:, None]
+    pm = ti * p[i] + tj * p[j]
+    di, dj = p[i] - pm, p[j] - pm
+    sm = ti * (s[i] + np.stack([di[:, 0] ** 2, di[:, 0] * di[:, 1], di[:, 1] ** 2], axis=1))
+    sm += tj * (s[j] + np.stack([dj[:, 0] ** 2, dj[:, 0] * dj[:, 1], dj[:, 1] ** 2], axis=1))
+    sqrt_det_m = np.sqrt(np.maximum(sm[:, 0] * sm[:, 2] - sm[:, 1] ** 2, 1e-30))
+    sqrt_det_i = np.sqrt(np.maximum(s[i, 0] * s[i, 2] - s[i, 1] ** 2, 1e-30))
+    sqrt_det_j = np.sqrt(np.maximum(s[j, 0] * s[j, 2] - s[j, 1] ** 2, 1e-30))
+    # Mass kept: |amp_m| sqrt|S_m| = |amp_i| sqrt|S_i| + |amp_j| sqrt|S_j|, per channel.
+    amp_m = (amp[i] * sqrt_det_i[:, None] + amp[j] * sqrt_det_j[:, None]) / sqrt_det_m[:, None]
+    ai, aj = amp[i], amp[j]
+    error = np.pi * (
+        np.sum(ai * ai, axis=1) * sqrt_det_i
+        + np.sum(aj * aj, axis=1) * sqrt_det_j
+        + np.sum(amp_m * amp_m, axis=1) * sqrt_det_m
+    )
+    error += 2 * np.sum(ai * aj, axis=1) * _overlap(p[i], s[i], p[j], s[j])
+    error -= 2 * np.sum(ai * amp_m, axis=1) * _overlap(p[i], s[i], pm, sm)
+    error -= 2 * np.sum(aj * amp_m, axis=1) * _overlap(p[j], s[j], pm, sm)
+    return np.maximum(error, 0.0)
 
 
 def _candidate_pairs(e: np.ndarray, round_number: int) -> tuple[np.ndarray, np.ndarray]:
@@ -287,11 +360,13 @@ def reduce_gaussians(gaussians: Gaussians, keep: int) -> Gaussians:
     round_number = 0
     while len(alive) > keep:
         m, c, col, op = mean[alive], cov[alive], color[alive], opacity[alive]
-        area, valid = _footprints(m, c, f_px, size)
+        dilation = DILATION_PX2 / VIEW_SCALE**2
+        area, valid = _footprints(m, c, f_px, size, dilation)
         view = Gaussians(m.astype(np.float32), np.ones_like(m, np.float32),
                          np.tile(np.float32([1, 0, 0, 0]), (len(m), 1)), col.astype(np.float32),
                          op.astype(np.float32), f_px=f_px, image_size=size)  # fmt: skip
-        score = op * area * transmittance(view)
+        light = transmittance(view)
+        score = op * area * light
         invalid = np.flatnonzero(~valid)
         if len(invalid):  # behind the camera or non-finite: they draw nothing in the photo's view
             drop = invalid[: len(alive) - keep]
@@ -300,11 +375,26 @@ def reduce_gaussians(gaussians: Gaussians, keep: int) -> Gaussians:
         e = _embedding(m, f_px)
         first, second = _candidate_pairs(e, round_number)
         round_number += 1
-        distance2 = np.sum((e[first] - e[second]) ** 2, axis=1) / np.maximum(
-            area[first] + area[second], 1e-12
-        )
-        color2 = COLOR_WEIGHT * np.sum((col[first] - col[second]) ** 2, axis=1)
-        merge_cost = np.nan_to_num(np.minimum(score[first], score[second]) * (distance2 + color2), nan=np.inf)
+        visible = np.maximum(light, 1e-6) if VISIBLE_WEIGHTS else np.ones_like(light)
+        if COST == "l2":
+            p2d, s2d = _projected(m, c, f_px, dilation)
+            sqrt_det = np.sqrt(np.maximum(s2d[:, 0] * s2d[:, 2] - s2d[:, 1] ** 2, 1e-30))
+            amp = (visible * op)[:, None] * np.concatenate([col, np.full((len(m), 1), ALPHA_CHANNEL)], axis=1)
+            w2d = visible * op * sqrt_det
+            merge_cost = _merge_error(p2d, s2d, amp, w2d, first, second)
+            if L2_COLOR_WEIGHT:
+                merge_cost += L2_COLOR_WEIGHT * np.minimum(w2d[first], w2d[second]) * np.sum(
+                    (col[first] - col[second]) ** 2, axis=1
+                )
+            merge_cost = np.nan_to_num(merge_cost, nan=np.inf)
+        else:
+            distance2 = np.sum((e[first] - e[second]) ** 2, axis=1) / np.maximum(
+                area[first] + area[second], 1e-12
+            )
+            color2 = COLOR_WEIGHT * np.sum((col[first] - col[second]) ** 2, axis=1)
+            merge_cost = np.nan_to_num(
+                np.minimum(score[first], score[second]) * (distance2 + color2), nan=np.inf
+            )
         first, second, merge_cost = _mutual_best(first, second, merge_cost, len(m))
         count = len(first)
         drop_first = score[first] <= score[second]
@@ -321,16 +411,18 @@ def reduce_gaussians(gaussians: Gaussians, keep: int) -> Gaussians:
         a, b = first[chosen[do_merge]], second[chosen[do_merge]]
         if len(a):
             ia = alive[a]
-            wa, wb = op[a] * area[a], op[b] * area[b]
+            va, vb = visible[a], visible[b]
+            wa, wb = op[a] * area[a] * va, op[b] * area[b] * vb
             total = np.maximum(wa + wb, 1e-30)
             ta, tb = (wa / total)[:, None], (wb / total)[:, None]
             new_mean = ta * m[a] + tb * m[b]
             da, db = m[a] - new_mean, m[b] - new_mean
             new_cov = ta[:, :, None] * (c[a] + da[:, :, None] * da[:, None, :])
             new_cov += tb[:, :, None] * (c[b] + db[:, :, None] * db[:, None, :])
-            new_area, _ = _footprints(new_mean, new_cov, f_px, size)
+            new_area, _ = _footprints(new_mean, new_cov, f_px, size, dilation)
             union = 1.0 - (1.0 - op[a]) * (1.0 - op[b])
-            new_opacity = np.minimum((wa + wb) / np.maximum(new_area, 1e-30), union)
+            # Visible mass kept; the merged Gaussian is seen through the clearer member's light.
+            new_opacity = np.minimum((wa + wb) / np.maximum(new_area * np.maximum(va, vb), 1e-30), union)
             mean[ia], cov[ia], opacity[ia] = new_mean, new_cov, new_opacity
             color[ia] = ta * col[a] + tb * col[b]
             merged[ia] = True

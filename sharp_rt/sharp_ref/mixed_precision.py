@@ -101,3 +101,20 @@ def add_fp32_islands(
         setattr(parent, name, Fp32Island(module, None if path in NETWORK_OUTPUTS else dtype))
         count += 1
     return count
+
+
+def cast_outside_islands(module: nn.Module, dtype: torch.dtype) -> None:
+    """Cast ``module``'s parameters and floating buffers to ``dtype`` in place, except inside float32 islands.
+
+    An :class:`Fp32Island` keeps the float32 weights it was built from (not values rounded to ``dtype``
+    and cast back).
+    """
+    if isinstance(module, Fp32Island):
+        return
+    for parameter in module.parameters(recurse=False):
+        parameter.data = parameter.data.to(dtype)
+    for name, buffer in module.named_buffers(recurse=False):
+        if buffer.is_floating_point():
+            setattr(module, name, buffer.to(dtype))
+    for child in module.children():
+        cast_outside_islands(child, dtype)

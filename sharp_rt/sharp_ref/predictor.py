@@ -26,7 +26,7 @@ from sharp_rt.sharp_ref.composer import GaussianComposer, NDCGaussians
 from sharp_rt.sharp_ref.config import SharpConfig
 from sharp_rt.sharp_ref.gaussian_decoder import DeltaHead, GaussianDecoder
 from sharp_rt.sharp_ref.initializer import MultiLayerInitializer
-from sharp_rt.sharp_ref.mixed_precision import add_fp32_islands
+from sharp_rt.sharp_ref.mixed_precision import add_fp32_islands, cast_outside_islands
 from sharp_rt.sharp_ref.monodepth import MonodepthModel
 
 DISPARITY_CLAMP = (1e-4, 1e4)  # disparity range before depth = factor / disparity
@@ -66,10 +66,11 @@ class SharpPredictor(nn.Module):
         float32, and so do the modules named in ``fp32_islands`` (module paths, e.g.
         :data:`~sharp_rt.sharp_ref.mixed_precision.BF16_FP32_ISLANDS`; see that module).
         """
-        for network in (self.monodepth_model, self.feature_model, self.prediction_head):
-            network.to(dtype)
         if dtype != torch.float32:
+            # islands first, so they keep the float32 weights (casting first would round them to dtype)
             add_fp32_islands(self, fp32_islands, dtype)
+        for network in (self.monodepth_model, self.feature_model, self.prediction_head):
+            cast_outside_islands(network, dtype)
         self._compute_dtype = dtype
         return self
 

@@ -1,0 +1,308 @@
+"""bf16 layouts chosen from the weights: float32 islands grown until the bf16 bounds hold (issue 23).
+
+Two bf16 engines run SHARP on CPUs, each with its own shipped layout:
+
+* **torch** (``TorchEngine(precision="bf16")``, AOTInductor bf16 packages): the networks in bf16
+  except :data:`~sharp_rt.sharp_ref.mixed_precision.BF16_FP32_ISLANDS` (and the depth
+  normalization, initializer and composer, always float32);
+* **OpenVINO** (the fp32 export under ``INFERENCE_PRECISION_HINT=bf16``): OpenVINO's own choices,
+  no islands.  An island is kept float32 through the runtime attribute
+  ``DisablePrecisionConversion`` on its ops (:func:`sharp_rt.engines.openvino_engine.islands_model`),
+  which the CPU plugin honours under the bf16 hint.
+
+Both layouts were chosen on synthetic weights.  :func:`choose_torch_bf16_layout` and
+:func:`choose_openvino_bf16_layout` check a layout on the given weights the way ``sharp-rt export``
+checks fp16: both probe photos (:data:`~sharp_rt.export.validate.PROBE_PHOTOS`), per Gaussian
+against ``sharp_ref`` fp32 with ``TOLERANCES["bf16"]``, and, with a ``render_check``, in render
+space (bf16 ≥ 40 dB on every view).  When a bound fails, the candidate islands
+(:func:`~sharp_rt.export.precision.island_candidates`, then the whole ViTs and decoders) are
+ranked once by their measured bf16-storage error on the probes
+(:func:`~sharp_rt.export.precision.rank_islands` with ``torch.bfloat16``) and added in that order,
+1, 2, 4, ... per round, until every bound holds; every island added is logged and recorded
+(``grown_islands``: module, what, error, rank, round).  When the ranking is spent (or
+``max_islands`` reached) one :class:`EngineError` names the precision that works: fp32.
+
+The OpenVINO layout is written beside the export's compiled-model cache
+(:func:`~sharp_rt.engines.openvino_engine.bf16_layout_path`); ``OpenVinoEngine`` opens bf16 with it
+from then on, and its compiled blob is cached per layout.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sharp_rt.core.errors import EngineError, SharpError
+from sharp_rt.export.artifact import Stage, error_summary, logged_stages
+from sharp_rt.export.validate import PROBE_PHOTOS, probe_image, reference_outputs, validate_probes
+
+RenderCheck = Callable[..., dict[str, Any]]
+Evaluate = Callable[[dict[str, str]], dict[str, Any]]
+
+
+def module_of_namespace(namespace: str) -> str | None:
+    """The innermost predictor module path in a torch-exported ONNX node's ``namespace`` metadata.
+
+    ``": EngineModule/predictor: SharpPredictor/predictor.feature_model: ...": "feature_model"``
+    (pieces ``name: type`` separated by ``/``; the predictor's modules start with ``predictor.``).
+    """
+    found = None
+    for piece in namespace.split("/"):
+        name = piece.split(":")[0].strip()
+        if name.startswith("predictor."):
+            found = name.removeprefix("predictor.")
+    return found
+
+
+def onnx_nodes_in_islands(onnx_path: str | Path, islands: Mapping[str, str] | list[str]) -> list[str]:
+    """Names of the ONNX nodes that belong to the modules ``islands`` (or modules inside them)."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    nodes = []
+    for node in graph.node:
+        meta = {prop.key: prop.value for prop in node.metadata_props}
+        module = module_of_namespace(meta.get("namespace", ""))
+        if module and any(module == path or module.startswith(path + ".") for path in islands):
+            nodes.append(node.name)
+    return nodes
+
+
+def _probes(resolution: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    return [(photo, *probe_image(resolution, photo=photo)) for photo in PROBE_PHOTOS]
+
+
+def _refusal(engine: str, validation: dict, islands, grown, ranking, max_islands) -> EngineError:
+    from sharp_rt.export.pipeline import _covered
+
+    spent = all(_covered(row["module"], islands) for row in ranking)
+    why = "every candidate module is float32 now" if spent else f"the cap of {max_islands} added islands"
+    first = validation["failures"][0] if validation["failures"] else "validation failed"
+    return EngineError(
+        f"bf16 ({engine}) cannot meet its validation bounds on these weights ({first}; "
+        f"{len(validation['failures'])} failure(s)) even after adding {len(grown)} float32 island(s), "
+        f"{why}",
+        hint="run these weights with --precision fp32 (the precision that meets every bound here)",
+    )
+
+
+def grow_bf16_islands(
+    evaluate: Evaluate,
+    rank: Callable[[], list[dict[str, Any]]],
+    base: Mapping[str, str],
+    *,
+    engine: str,
+    max_islands: int | None = None,
+    log: Callable[[str], None] = lambda message: None,
+) -> dict[str, Any]:
+    """Validate ``base``; while a bound fails, add the next ranked candidates and validate again.
+
+    evaluate(islands) -> the validation section (:func:`~sharp_rt.export.validate.validate_probes`);
+    rank() -> the ranking (called once, at the first failure).  Returns ``{"fp32_islands",
+    "grown_islands", "validation"}`` (the last round's validation, with ``rounds``: what each round
+    added, its status and failures).  Raises :class:`EngineError` when the ranking is spent.
+    """
+    from sharp_rt.export.pipeline import _next_islands, _with_islands
+
+    islands = dict(base)
+    grown: list[dict[str, Any]] = []
+    rounds: list[dict[str, Any]] = []
+    ranking: list[dict[str, Any]] | None = None
+    while True:
+        validation = evaluate(islands)
+        added = [row["module"] for row in grown if row["round"] == len(rounds)]
+        rounds.append({"added": added, "status": validation["status"], "failures": validation["failures"]})
+        log(f"bf16 ({engine}) with {len(islands)} float32 island(s): {validation['status']}")
+        if validation["status"] != "failed":
+            break
+        if ranking is None:
+            ranking = rank()
+        batch = _next_islands(ranking, islands, 2 ** (len(rounds) - 1), max_islands, len(grown))
+        if not batch:
+            raise _refusal(engine, validation, islands, grown, ranking, max_islands)
+        log(
+            f"bf16 ({engine}) misses its bounds ({validation['failures'][0]}); adding {len(batch)} "
+            "float32 island(s) along the measured bf16 sensitivity ranking:"
+        )
+        for row in batch:
+            error = f"{row['error']:.1e}"
+            log(f"  + {row['module']} ({row['what']}): bf16 output error {error}, rank {row['rank']}")
+            grown.append({**row, "round": len(rounds)})
+        islands = _with_islands(islands, [row["module"] for row in batch], ranking)
+        islands = {
+            path: what.replace("fp16 sensitivity", "bf16 sensitivity") for path, what in islands.items()
+        }
+    validation["rounds"] = rounds
+    return {"fp32_islands": islands, "grown_islands": grown, "validation": validation}
+
+
+def _load(checkpoint: str | Path):
+    from sharp_rt.sharp_ref.checkpoint import checkpoint_file, detect_config, read_state_dict
+
+    path = checkpoint_file(checkpoint)
+    state = read_state_dict(path)
+    return path, state, detect_config(state)
+
+
+def choose_torch_bf16_layout(
+    checkpoint: str | Path,
+    *,
+    render_check: RenderCheck | None = None,
+    max_islands: int | None = None,
+    threads: int | None = None,
+    log: Callable[[str], None] = lambda message: None,
+    stage: Stage | None = None,
+) -> dict[str, Any]:
+    """The torch engine's bf16 layout for these weights: the shipped islands, grown until the bounds hold.
+
+    checkpoint: .pt / .safetensors.  Returns ``{"engine": "torch", "compute": "bfloat16",
+    "fp32_islands", "grown_islands", "validation", "seconds"}``; pass ``fp32_islands`` to
+    ``TorchEngine(..., fp32_islands=...)`` or ``SharpPredictor.to_compute_dtype``.
+    Raises :class:`EngineError` (naming fp32) when no layout meets the bounds.
+    """
+    import torch
+
+    from sharp_rt.export.pipeline import _measure_ranking
+    from sharp_rt.sharp_ref.checkpoint import predictor_from_state_dict
+    from sharp_rt.sharp_ref.mixed_precision import BF16_FP32_ISLANDS
+
+    started = time.perf_counter()
+    stage = stage or logged_stages(log)
+    if threads:
+        torch.set_num_threads(threads)
+    _, state, config = _load(checkpoint)
+    probes = _probes(config.internal_resolution)
+    reference_model = predictor_from_state_dict(state, config)
+    references = []
+    for photo, image, factor in probes:
+        with stage(f"reference: sharp_ref fp32 on {photo}"):
+            references.append(reference_outputs(reference_model, image, factor))
+
+    def evaluate(islands: dict[str, str]) -> dict[str, Any]:
+        model = predictor_from_state_dict(state, config).to_compute_dtype(torch.bfloat16, islands)
+        with stage(f"validation: torch bf16, {len(islands)} float32 island(s), on the probes"):
+            outputs = [reference_outputs(model, image, factor) for _, image, factor in probes]
+            result = validate_probes(outputs, probes, references, "bf16", render_check)
+        log(f"Validation {result['status']}: {error_summary(result)}")
+        return result
+
+    record = grow_bf16_islands(
+        evaluate,
+        lambda: _measure_ranking(reference_model, probes, stage, "bf16"),
+        BF16_FP32_ISLANDS,
+        engine="torch",
+        max_islands=max_islands,
+        log=log,
+    )
+    return {
+        "engine": "torch",
+        "compute": "bfloat16",
+        **record,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def choose_openvino_bf16_layout(
+    directory: str | Path,
+    checkpoint: str | Path,
+    *,
+    render_check: RenderCheck | None = None,
+    max_islands: int | None = None,
+    threads: int | None = None,
+    log: Callable[[str], None] = lambda message: None,
+    stage: Stage | None = None,
+    reuse: bool = True,
+) -> dict[str, Any]:
+    """OpenVINO's bf16 layout for an fp32 export: no islands, grown until the bounds hold; recorded.
+
+    directory: an fp32 export (``sharp-rt export``); checkpoint: the weights it was exported from
+    (the fp32 reference and the sensitivity ranking run in ``sharp_ref``).  A layout recorded for
+    this export (:func:`~sharp_rt.engines.openvino_engine.read_bf16_layout`) is returned as it is
+    when ``reuse``.  Otherwise the layout is grown (module docstring) and written to
+    :func:`~sharp_rt.engines.openvino_engine.bf16_layout_path` (atomically), where every later bf16
+    ``OpenVinoEngine`` of this export finds it.  Returns the record: ``format``, ``onnx_sha256``,
+    ``fp32_islands``, ``grown_islands``, ``fp32_nodes`` (ONNX node names), ``validation``.
+    Raises :class:`EngineError` (naming fp32) when no layout meets the bounds (nothing is written),
+    :class:`SharpError` for an export that is not fp32.
+    """
+    import torch
+
+    from sharp_rt.core.atomic import write_atomic
+    from sharp_rt.core.contract import open_manifest
+    from sharp_rt.engines.openvino_engine import (
+        BF16_LAYOUT_FORMAT,
+        OpenVinoEngine,
+        bf16_layout_path,
+        read_bf16_layout,
+    )
+    from sharp_rt.export.pipeline import _measure_ranking
+    from sharp_rt.sharp_ref.checkpoint import predictor_from_state_dict
+
+    started = time.perf_counter()
+    stage = stage or logged_stages(log)
+    manifest = open_manifest(directory)
+    if manifest.precision != "fp32":
+        raise SharpError(
+            f"OpenVINO computes bf16 from an fp32 export; {manifest.directory} holds {manifest.precision}",
+            hint="export with --precision fp32",
+        )
+    if reuse and (recorded := read_bf16_layout(manifest)) is not None:
+        log(f"bf16 layout recorded for this export: {len(recorded['fp32_islands'])} float32 island(s)")
+        return recorded
+    if threads:
+        torch.set_num_threads(threads)
+    _, state, config = _load(checkpoint)
+    probes = _probes(config.internal_resolution)
+    reference_model = predictor_from_state_dict(state, config)
+    del state
+    references = []
+    for photo, image, factor in probes:
+        with stage(f"reference: sharp_ref fp32 on {photo}"):
+            references.append(reference_outputs(reference_model, image, factor))
+    nodes_of: dict[tuple[str, ...], list[str]] = {}
+
+    def evaluate(islands: dict[str, str]) -> dict[str, Any]:
+        nodes = nodes_of.setdefault(
+            tuple(sorted(islands)), onnx_nodes_in_islands(manifest.onnx_path, islands)
+        )
+        with stage(f"validation: OpenVINO bf16, {len(islands)} float32 island(s), on the probes"):
+            engine = OpenVinoEngine(
+                manifest, precision="bf16", threads=threads, cache=False, fp32_nodes=nodes
+            )
+            try:
+                outputs = [engine.run(image, factor) for _, image, factor in probes]
+                layout = engine.info.details.get("bf16_layout", {})
+            finally:
+                engine.close()
+            result = validate_probes(outputs, probes, references, "bf16", render_check)
+        result["openvino_layout"] = layout
+        log(f"Validation {result['status']}: {error_summary(result)}")
+        return result
+
+    record = grow_bf16_islands(
+        evaluate,
+        lambda: _measure_ranking(reference_model, probes, stage, "bf16"),
+        {},
+        engine="OpenVINO",
+        max_islands=max_islands,
+        log=log,
+    )
+    record = {
+        "format": BF16_LAYOUT_FORMAT,
+        "engine": "openvino",
+        "compute": "bfloat16 (INFERENCE_PRECISION_HINT=bf16)",
+        "onnx_sha256": manifest.files["onnx"].sha256,
+        **record,
+        "fp32_nodes": nodes_of.get(tuple(sorted(record["fp32_islands"])), []),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    path = bf16_layout_path(manifest)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(record, indent=1, default=float).encode(), overwrite=True)
+    log(f"bf16 layout recorded in {path}")
+    return record
