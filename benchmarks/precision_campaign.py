@@ -135,12 +135,12 @@ def measure_seed(args, rule: str, seed: int, photos: dict, work: Path, write) ->
                 render_check=RenderFidelity() if args.export_render_check else None,
                 log=lambda message: print(f"    [fp16 export] {message}", flush=True),
             )
-            manifest = json.loads((result.out_dir / "manifest.json").read_text())
+            manifest = json.loads((result.manifest.directory / "manifest.json").read_text())
             layouts["fp16 onnxruntime"] = {
                 "grown_islands": [row["module"] for row in manifest["layout"].get("grown_islands", [])],
                 "rounds": len(manifest["validation"].get("rounds", [])),
             }
-            onnx_path = result.out_dir / "model.onnx"
+            onnx_path = result.manifest.directory / "model.onnx"
         else:  # the shipped islands, no probe validation
             from sharp_rt.export.onnx_export import export_onnx
             from sharp_rt.export.precision import to_mixed_fp16

@@ -116,6 +116,9 @@ def main() -> int:
     parser.add_argument("-c", "--checkpoint", type=Path, action="append", default=[])
     parser.add_argument("--splats", type=Path, nargs="+", default=[], help="unpruned .ply splats to reduce")
     parser.add_argument("--decimated", type=Path, help="folder keeping splat-transform's outputs for reuse")
+    parser.add_argument(
+        "--wait-decimated", type=float, default=0.0, help="seconds to wait for outputs another process writes"
+    )
     parser.add_argument("--fractions", default="1,0.5,0.25,0.1")
     parser.add_argument("--frames", type=int, default=4, help="trajectory views besides the photo's")
     parser.add_argument("--resolution", type=int, default=512, help="longer side of the renderings")
@@ -176,7 +179,13 @@ def main() -> int:
                     started = time.perf_counter()
                     pruned = prune_gaussians(reference, max_gaussians=keep, method=method)
                     variants.append((f"sharp-rt {method}", fraction, pruned, time.perf_counter() - started))
-                if cli or args.decimated:
+            for fraction in fractions:  # after sharp-rt's: --wait-decimated waits for another process
+                keep = max(1, round(fraction * n))
+                if fraction < 1.0 and (cli or args.decimated):
+                    target = None if args.decimated is None else args.decimated / f"{stem}_{keep}.ply"
+                    deadline = time.monotonic() + args.wait_decimated
+                    while target is not None and not target.exists() and time.monotonic() < deadline:
+                        time.sleep(10)
                     decimated, seconds = decimate_adaptive(
                         cli, reference, keep, scratch, args.decimated, stem
                     )

@@ -307,6 +307,16 @@ def test_an_engine_that_misses_its_bounds_is_not_cached_and_the_run_stays_on_the
     assert not [p for p in (tmp_path / "engines").iterdir() if p.is_dir()]  # no entry, no staging folder
 
 
+def test_a_run_stopped_by_an_exception_builds_nothing_when_it_closes(tiny_checkpoint, tmp_path):
+    from sharp_rt.predict.predictor import Predictor
+
+    engine = first_run_engine(tiny_checkpoint, root=tmp_path / "engines")
+    with pytest.raises(KeyboardInterrupt), Predictor(engine) as predictor:
+        predictor.predict(DATA / "coffee.png")  # the reference's splat: a build would follow on close
+        raise KeyboardInterrupt
+    assert not engine.built and not [p for p in (tmp_path / "engines").iterdir() if p.is_dir()]
+
+
 def test_no_cache_keeps_the_no_export_error_and_cache_clear_empties_it(
     first_prediction, official_home, tmp_path, monkeypatch
 ):

@@ -91,11 +91,11 @@ def test_select_keeps_the_most_important_in_their_order():
     np.testing.assert_array_equal(kept.mean_vectors, g.mean_vectors[[0, 3]])
 
 
-def test_merging_two_coincident_gaussians_keeps_coverage_and_the_colour_the_photo_shows():
-    # Red in front of blue (1 mm behind it), 50 % opaque each: the photo's view shows
-    # 0.5 red + 0.25 blue over 75 % coverage; the merged Gaussian shows the same.
+def test_merging_a_gaussian_and_one_just_behind_it_keeps_coverage_and_the_colour_the_photo_shows():
+    # Red in front of blue (3 cm behind it at 1 m), 50 % opaque each: the photo's view shows
+    # 0.5 red over 0.25 blue, 75 % coverage; the merged Gaussian shows the same.
     g = scene(
-        [[0, 0, 1], [0, 0, 1.001], [0.5, 0.5, 2]],
+        [[0, 0, 1], [0, 0, 1.03], [0.5, 0.5, 2]],
         [[0.02] * 3] * 3,
         [0.5, 0.5, 0.9],
         [[1, 0, 0], [0, 0, 1], [0, 1, 0]],
@@ -103,10 +103,12 @@ def test_merging_two_coincident_gaussians_keeps_coverage_and_the_colour_the_phot
     merged = reduce_gaussians(g, 2)
     assert len(merged) == 2
     np.testing.assert_allclose(merged.mean_vectors[0, :2], [0, 0], atol=1e-7)
-    assert 1.0 < merged.mean_vectors[0, 2] < 1.0005  # nearer the visible (front) member
-    np.testing.assert_allclose(merged.colors[0], [2 / 3, 0, 1 / 3], atol=2e-3)
-    np.testing.assert_allclose(merged.singular_values[0], [0.02] * 3, rtol=1e-3)
-    assert merged.opacities[0] == pytest.approx(0.75, abs=1e-3)  # 1 - (1 - 0.5)^2: what the two drew
+    assert 1.0 < merged.mean_vectors[0, 2] < 1.012  # nearer the visible (front) member
+    # Weights: opacity x footprint (sqrt det, px^2: (2 px / z)^2 + 0.3) x light reaching it.
+    red, blue = 0.5 * 4.3, 0.5 * (4 / 1.03**2 + 0.3) * 0.5
+    np.testing.assert_allclose(merged.colors[0], [red / (red + blue), 0, blue / (red + blue)], atol=1e-3)
+    np.testing.assert_allclose(np.sort(merged.singular_values[0])[:2], [0.02] * 2, rtol=1e-3)
+    assert merged.opacities[0] == pytest.approx(0.75, abs=0.01)  # 1 - (1 - 0.5)^2: what the two drew
     np.testing.assert_array_equal(merged.mean_vectors[1], g.mean_vectors[2])  # untouched
 
 

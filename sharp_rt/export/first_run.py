@@ -613,7 +613,7 @@ def first_run_engine(
     root: str | Path | None = None,
     log: Callable[[str], None] | None = None,
     stage: Callable[[str], contextlib.AbstractContextManager[object]] | None = None,
-):
+) -> Engine:
     """The engine ``predict`` runs for ``checkpoint`` without an export (``EngineSpec(engine_cache=True)``).
 
     A usable cache entry: its engine, opened (``info.details``: ``chosen`` says which entry, and
@@ -653,7 +653,7 @@ def first_run_engine(
     return ReferenceFirstEngine(target, problem, log, stage, seconds)
 
 
-def _noted(engine, why: str, target: BuildTarget, seconds: dict[str, float]):
+def _noted(engine: Engine, why: str, target: BuildTarget, seconds: dict[str, float]) -> Engine:
     """``engine`` with ``info.details``: chosen (why), engine_cache (the entry), first_run_seconds."""
     details = {
         **engine.info.details,

@@ -22,10 +22,10 @@ view near the photo's; benchmarks/prune.py measures both scores (docs/benchmarks
 
 Two ways to reach ``k`` Gaussians (:func:`prune_gaussians`): ``"merge"`` (the default,
 :func:`reduce_gaussians`) merges neighbouring pairs by moment matching, cheapest change
-to the photo's view first, with this importance in the cost; ``"select"`` keeps the
-``k`` highest scores.  Merging measured better on most scenes (benchmarks/prune.py,
-docs/benchmarks.md): dropping Gaussians leaves holes that merging fills; selection wins
-where many Gaussians draw next to nothing.
+to the photo's view first (a distance cost weighted by this importance for the first
+half, then the L2 error of the merge in the photo's image plane); ``"select"`` keeps the
+``k`` highest scores.  Merging measured better (benchmarks/prune.py, docs/benchmarks.md):
+dropping Gaussians leaves holes that merging fills.
 Either way the result is an ordinary :class:`Gaussians` (input order) any writer takes.
 """
 
@@ -43,6 +43,7 @@ from sharp_rt.runtime.linalg import covariances_from_quaternions
 DILATION_PX2 = 0.3  # 3DGS' screen-space low-pass filter, pixels^2
 MIN_DEPTH = 1e-6  # Gaussians closer than this (or behind the camera) score 0
 CHUNK = 1 << 18  # Gaussians per vectorized batch (bounds the float64 temporaries)
+DEPTH_LAYER = 0.01  # relative depth within which Gaussians of one pixel do not occlude each other
 
 
 def footprint_scores(gaussians: Gaussians) -> np.ndarray:
@@ -83,8 +84,10 @@ def transmittance(gaussians: Gaussians) -> np.ndarray:
 
     Gaussians are binned by the photo-camera pixel of their centre (``f_px``, principal
     point at the image centre), sorted by depth within a pixel, and get
-    ``prod(1 - opacity)`` over the Gaussians before them (1 for the frontmost; 1 for
-    Gaussians outside the image or behind the camera).
+    ``prod(1 - opacity)`` over the Gaussians in front of them (1 for the frontmost; 1 for
+    Gaussians outside the image or behind the camera).  Depth is cut into layers
+    :data:`DEPTH_LAYER` (1 %) thick in ``ln z``: Gaussians of one pixel and layer lie side
+    by side, not one behind the other, and do not dim each other.
     """
     g = gaussians
     n = len(g)
@@ -97,15 +100,21 @@ def transmittance(gaussians: Gaussians) -> np.ndarray:
     v = np.floor(mean[:, 1] / safe_z * g.f_px + height / 2.0)
     valid &= (u >= 0) & (u < width) & (v >= 0) & (v < height)
     pixel = np.where(valid, v * width + u, -1.0).astype(np.int64)
-    order = np.lexsort((np.where(valid, z, 0.0), pixel))  # by pixel, then front to back
+    # Depth layers of DEPTH_LAYER relative thickness: Gaussians in one layer do not occlude each other.
+    layer = np.where(valid, np.floor(np.log(safe_z) / np.log1p(DEPTH_LAYER)), 0.0).astype(np.int64)
+    order = np.lexsort((layer, pixel))  # by pixel, then front to back
     opacity = np.clip(np.nan_to_num(np.asarray(g.opacities, np.float64)[order]), 0.0, 1.0 - 1e-7)
     log_clear = np.log1p(-opacity)
-    # Exclusive cumulative sum of log(1 - opacity) within each pixel's run.
-    total = np.cumsum(log_clear) - log_clear
-    starts = np.flatnonzero(np.concatenate([[True], pixel[order][1:] != pixel[order][:-1]]))
-    run_offset = np.repeat(total[starts], np.diff(np.concatenate([starts, [n]])))
+    cumulative = np.cumsum(log_clear) - log_clear  # exclusive cumulative sum of log(1 - opacity)
+    pixel, layer = pixel[order], layer[order]
+    new_pixel = np.concatenate([[True], pixel[1:] != pixel[:-1]])
+    new_layer = new_pixel | np.concatenate([[True], layer[1:] != layer[:-1]])
+    pixel_starts, layer_starts = np.flatnonzero(new_pixel), np.flatnonzero(new_layer)
+    # Light at the front of one's own layer, minus the light at the front of the pixel's run.
+    before_layer = np.repeat(cumulative[layer_starts], np.diff(np.concatenate([layer_starts, [n]])))
+    before_pixel = np.repeat(cumulative[pixel_starts], np.diff(np.concatenate([pixel_starts, [n]])))
     light = np.ones(n, dtype=np.float64)
-    light[order] = np.exp(total - run_offset)
+    light[order] = np.exp(before_layer - before_pixel)
     light[~valid] = 1.0
     return light
 
@@ -209,20 +218,21 @@ def _embedding(mean: np.ndarray, f_px: float) -> np.ndarray:
     return np.stack([mean[:, 0] / z * f_px, mean[:, 1] / z * f_px, f_px * np.log(z)], axis=1)
 
 
-# Merge cost: a linear-RGB difference d counts as 256 |d|^2 footprints: colour edges are kept, like
-# splat-transform's colour term.  Chosen on benchmarks/prune.py's rocket (tiny, seed 0) among 4, 16,
-# 64, 256 and 1024 (PSNR at 50 / 25 / 10 %: 45.2 / 38.4 / 32.8 dB with 4; 47.8 / 40.8 / 34.5 with 256).
+# Chosen on held-out scenes: central thirds (1/9 of the Gaussians, ~131 k, rendered at 0.75 px per
+# photo px) of tiny1536 splats of benchmarks/eval_photos' ascent.png (seed 2) and camera.png (seed 3),
+# against splat-transform 3.7.0 --decimate-adaptive at 50 / 25 / 10 % (docs/benchmarks.md, "Choosing
+# the merge cost").  None of these scenes is in the tables of docs/benchmarks.md.
+COST = "l2"  # "l2": image-space L2 error of the merge (_merge_error); "distance": the cost below
+DISTANCE_UNTIL = 0.5  # the "distance" cost while more than this fraction of the input is left
+# "distance" cost: a linear-RGB difference d counts as 256 |d|^2 footprints (keeps colour edges).
 COLOR_WEIGHT = 256.0
+L2_COLOR_WEIGHT = 0.5  # "l2": + 0.5 x the smaller visible mass x |c_1 - c_2|^2 (keeps colour edges)
+ALPHA_CHANNEL = 0.0  # "l2": weight of coverage beside premultiplied RGB (1.0 and 0.3 measured worse)
+VISIBLE_WEIGHTS = True  # merge weights x light reaching each Gaussian (off: 3-7 dB worse at 50 %)
+VIEW_SCALE = 1.0  # rendered px per photo px the merge is judged at (dilation 0.3 / VIEW_SCALE^2)
 MAX_MERGED_PER_ROUND = 0.25  # at most this fraction of the Gaussians goes in one round of pairing
-
-
 ALLOW_DROP = False  # also consider dropping the less important of a pair (measured worse: off)
 ORDERINGS = 3  # Z-curve orderings whose neighbours are merge candidates, per round
-COST = "l2"  # "l2": image-space L2 error of the merge (_merge_error); "legacy": distance x importance
-VISIBLE_WEIGHTS = True  # merge weights include transmittance (what the photo's view sees)
-VIEW_SCALE = 1.0  # rendered pixels per photo pixel the merge is judged at (dilation 0.3 / VIEW_SCALE^2)
-L2_COLOR_WEIGHT = 0.5  # extra scale-free colour term (x the smaller visible mass) in the "l2" cost
-ALPHA_CHANNEL = 0.0  # weight of coverage (alpha) beside the three premultiplied colour channels
 
 
 def _projected(
@@ -328,22 +338,32 @@ def _mutual_best(
 
 
 def reduce_gaussians(gaussians: Gaussians, keep: int) -> Gaussians:
-    """Reduce metric Gaussians to ``keep`` by pairwise merging, cheapest change first.
+    """Reduce metric Gaussians to ``keep`` by pairwise merging, cheapest change to the photo's view first.
 
     Gaussians that draw nothing in the photo's view (behind the camera, non-finite) go
     first.  Then rounds of: candidate pairs are neighbours along :data:`ORDERINGS`
-    Z-curves through the photo-camera coordinates ``e = (u, v, f ln z)`` (pixels);
-    a pair's cost is ``min(s_1, s_2) x (|e_1 - e_2|^2 / (A_1 + A_2) + 256 |c_1 - c_2|^2)``
-    (``s``: importance, opacity x footprint x transmittance, :func:`importance`; ``A``:
-    footprints in px^2; ``c``: linear RGB); the pairs that are both members' cheapest
-    are merged, cheapest first, at most a quarter of the Gaussians per round, until
-    ``keep`` remain.  A merge is moment matching with weights ``w = opacity x
-    footprint``: centre and colour the weighted means, covariance
-    ``sum w_k (Sigma_k + d_k d_k^T) / sum w_k``, opacity such that ``opacity x
-    footprint`` is kept, at most ``1 - (1 - a_1)(1 - a_2)`` (what the two drew
-    together).  This is the greedy pairwise decimation of splat-transform's
-    ``--decimate`` (moment matching, area x opacity weights), with candidates from
-    Z-curves instead of k nearest neighbours and a cost measured in the photo's camera.
+    Z-curves through the photo-camera coordinates ``e = (u, v, f ln z)`` (pixels); each
+    pair gets a cost; the pairs that are both members' cheapest are merged, cheapest
+    first, at most a quarter of the Gaussians per round, until ``keep`` remain.
+
+    Costs (``s``: visible mass, opacity x footprint x light reaching the Gaussian,
+    :func:`importance`; ``A``: footprints in px^2; ``c``: linear RGB):
+
+    - while more than :data:`DISTANCE_UNTIL` (half) of the input is left, the distance
+      cost ``min(s_1, s_2) x (|e_1 - e_2|^2 / (A_1 + A_2) + 256 |c_1 - c_2|^2)``;
+    - then the L2 image error of the merge in the photo's view, ``integral |f_1 + f_2 -
+      f_m|^2 dx`` over the image plane (:func:`_merge_error`; ``f = light x opacity x
+      colour x`` the projected Gaussian), plus ``0.5 min(s_1, s_2) |c_1 - c_2|^2``.
+      This is the field error splat-transform's ``--decimate-adaptive`` ranks merges by,
+      there in 3D and blind to occlusion, here on what the photo's camera sees.
+
+    A merge is moment matching with weights ``w = s`` (the light reaching each member
+    included, so a hidden Gaussian merged into the one in front of it leaves it in
+    place): centre and colour the weighted means, covariance ``sum w_k (Sigma_k + d_k
+    d_k^T) / sum w_k``, opacity such that the visible mass is kept (seen through the
+    clearer member's light), at most ``1 - (1 - a_1)(1 - a_2)`` (what the two drew
+    together).  The merge itself is splat-transform's (area x opacity weights, law of
+    total variance); candidates come from Z-curves instead of k nearest neighbours.
     Gaussians never merged keep their exact values; the result is in input order;
     merged ones are re-decomposed (:func:`~sharp_rt.runtime.linalg.decompose_covariances`).
     """
@@ -376,7 +396,7 @@ def reduce_gaussians(gaussians: Gaussians, keep: int) -> Gaussians:
         first, second = _candidate_pairs(e, round_number)
         round_number += 1
         visible = np.maximum(light, 1e-6) if VISIBLE_WEIGHTS else np.ones_like(light)
-        if COST == "l2":
+        if COST == "l2" and len(alive) <= DISTANCE_UNTIL * len(g):
             p2d, s2d = _projected(m, c, f_px, dilation)
             sqrt_det = np.sqrt(np.maximum(s2d[:, 0] * s2d[:, 2] - s2d[:, 1] ** 2, 1e-30))
             amp = (visible * op)[:, None] * np.concatenate([col, np.full((len(m), 1), ALPHA_CHANNEL)], axis=1)
