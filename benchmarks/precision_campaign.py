@@ -9,8 +9,9 @@ synthetic checkpoint is built and run three ways against ``sharp_ref`` in float3
 evaluation photo (``benchmarks/eval_photos``, which no test reads):
 
 * ``fp16 onnxruntime``: ``sharp-rt export --precision fp16`` as shipped (its probe validation,
-  per Gaussian and in render space, growing the float32 islands when a bound fails), then the
-  exported graph in ONNX Runtime's CPU provider;
+  per Gaussian and, unless ``--no-export-render-check``, in render space, growing the float32
+  islands when a bound fails), then the exported graph in ONNX Runtime's CPU provider;
+  ``--fp16-layout shipped``: the shipped islands exported without validation or growth;
 * ``bf16 openvino``: the fp32 export in OpenVINO's CPU plugin with ``INFERENCE_PRECISION_HINT=bf16``
   (the layout chosen for these weights on the probes when ``--bf16-layout grown``);
 * ``bf16 torch``: ``sharp_ref`` in bf16 with the shipped (or grown) float32 islands.
@@ -19,7 +20,8 @@ Per photo and engine: the per-Gaussian errors (``sharp_rt.export.validate.gaussi
 p99.9, max; the fraction within each bound of the precision's export tolerance and within all of
 them), NaN/inf values, and the render measures of ``sharp_rt.render.fidelity.RenderFidelity``
 (PSNR of the photo's view and frames 15 and 30 of the default trajectory against fp32's renders,
-longer side ``--render-side`` px; the input view's relative depth error).  Rows are appended to
+longer side ``--render-side`` px; the input view's relative depth error; ``--no-renders``: per
+Gaussian only, for presets whose renders cost minutes on a CPU).  Rows are appended to
 ``--json`` after every photo, so an interrupted run keeps what it measured.
 """
 
@@ -288,7 +290,13 @@ def main() -> None:
     parser.add_argument("--json", help="append rows to this file (JSON object: conditions, rows)")
     args = parser.parse_args()
     if args.mode == "summary":
-        rows = [row for path in args.files for row in json.loads(Path(path).read_text())["rows"]]
+        rows, seen = [], set()
+        for path in args.files:  # one row per preset / rule / seed / photo / engine (the first found)
+            for row in json.loads(Path(path).read_text())["rows"]:
+                key = (row["preset"], row["rule"], row["seed"], row["photo"], row["engine"])
+                if key not in seen:
+                    seen.add(key)
+                    rows.append(row)
         print(summarize(rows))
         print()
         print(per_photo(rows))

@@ -238,26 +238,30 @@ def ndc_path(workdir: Path, variant: str, photo: Path) -> Path:
     return workdir / f"ndc-{variant}-{photo.stem}.npz"
 
 
-def render_fidelity(workdir: Path, baseline: str, variants: list[str]) -> dict[str, dict[str, dict]]:
+def render_fidelity(
+    workdir: Path, baseline: str, variants: list[str], photos: tuple[Path, ...] = IMAGES, max_side: int = 384
+) -> dict[str, dict[str, dict]]:
     """Render PSNR of each variant's splat against ``baseline``'s, per photo and view.
 
     Reads the outputs :func:`child` kept (:func:`ndc_path`); a fresh
     :class:`~sharp_rt.render.fidelity.RenderFidelity` per photo (it caches the reference's renders by
     ``id()`` of its arrays, which a freed array's successor can reuse).  Views: the photo's own and
-    two trajectory views.  Returns variant -> photo -> ``{"psnr_db": [3 views], "nonfinite": n,
-    "depth_mean": relative depth error of the photo's view}``; photos without both files are left out.
+    two trajectory views, longer side ``max_side`` pixels (384: the precision work's measure).
+    photos: which of :data:`IMAGES` to compare (default all).  Returns variant -> photo ->
+    ``{"psnr_db": [3 views], "nonfinite": n, "depth_mean": relative depth error of the photo's
+    view}``; photos without both files are left out.
     """
     import numpy as np
 
     from sharp_rt.render.fidelity import RenderFidelity
 
     table: dict[str, dict[str, dict]] = {v: {} for v in variants if v != baseline}
-    for photo in IMAGES:
+    for photo in photos:
         reference_file = ndc_path(workdir, baseline, photo)
         present = [v for v in table if ndc_path(workdir, v, photo).exists()]
         if not reference_file.exists() or not present:
             continue
-        fidelity = RenderFidelity()
+        fidelity = RenderFidelity(max_side)
         with np.load(reference_file) as saved:
             reference = {name: saved[name] for name in NDC_NAMES}
             f_px, width, height = saved["camera"]
@@ -425,6 +429,9 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "sharp-rt-bench")
     parser.add_argument("--json", type=Path, default=None, help="also write all raw numbers here")
     parser.add_argument("--from-json", type=Path, default=None, help="print the report of a saved --json")
+    parser.add_argument(
+        "--no-render", action="store_true", help="skip the render comparison (full model: ~23 CPU s a render)"
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.images < 1 or args.rounds < 1:
@@ -586,7 +593,7 @@ def report(
     speedups = speedup_lines(runs)
     for line in speedups:
         print(line)
-    fidelity = render_fidelity(workdir, baseline, list(runs)) if baseline else {}
+    fidelity = render_fidelity(workdir, baseline, list(runs)) if baseline and not args.no_render else {}
     if any(fidelity.values()):
         print(
             f"\nRender PSNR against {baseline}'s splat, dB (photo's view / trajectory 15 / trajectory 30):\n"

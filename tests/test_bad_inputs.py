@@ -225,7 +225,7 @@ def test_render_reports_nan_gaussians_as_a_damaged_file(tmp_path):
     assert result.exit_code == 1
     assert "holds 5 NaN/inf values (mean_vectors 5)" in result.output and "damaged" in result.output
     assert "fp16" not in result.output and "--precision" not in result.output  # render has no engine
-    assert f"skipped {ply}: " in result.output
+    assert f"failed {ply}: " in result.output  # a failure, not labelled "skipped"
     assert list((tmp_path / "videos").iterdir()) == []
 
 
@@ -323,3 +323,14 @@ def test_summary_stays_readable_in_narrow_terminals(width):
     for label in ("written", "already done", "failed", "images/s", "mean inference (s)", "mean render (s)"):
         assert label in text
     assert "14,155,776" in text
+
+
+def test_an_engine_folder_without_any_export_file_is_not_called_a_broken_export(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (8, 8)).save(photos / "a.png")
+    result = invoke("predict", photos / "a.png", "-o", tmp_path / "out", "--engine", photos)
+    assert result.exit_code == 2, result.output
+    assert "is not an engine folder (no manifest.json)" in result.output
+    assert "sharp-rt export -o NEW_DIR" in result.output and "--overwrite" not in result.output
+    assert sorted(p.name for p in photos.iterdir()) == ["a.png"]

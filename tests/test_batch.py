@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
 import shutil
 import signal
 import subprocess
@@ -281,4 +282,20 @@ def test_a_signal_during_predict_exits_with_128_plus_its_number(tmp_path, tiny_c
             process.wait()
     assert process.returncode == code, stderr
     assert "Traceback" not in stderr
-    assert len(list((tmp_path / "out").glob("*.ply"))) < len(images)
+    written = len(list((tmp_path / "out").glob("*.ply")))
+    assert written < len(images)
+    assert re.search(rf"interrupted: \d+ of {len(images)} written; rerun to resume", stderr), stderr
+
+
+@pytest.mark.parametrize("fmt", ["ply", "spz"])
+def test_an_output_with_another_gaussian_count_says_what_it_holds_and_what_is_asked(
+    tmp_path, tiny_checkpoint, fmt
+):
+    photo, checkpoint = str(DATA / "coffee.png"), str(tiny_checkpoint)
+    args = ["predict", photo, "-o", str(tmp_path), "-c", checkpoint, "--format", fmt]
+    assert runner.invoke(app, [*args, "--max-gaussians", "20000"]).exit_code == 0
+    result = runner.invoke(app, [*args, "--max-gaussians", "10000"])
+    assert result.exit_code == 1, result.output
+    assert "of 20,000 Gaussians; this run asks for 10,000" in result.output
+    assert "--overwrite" in result.output and "not a complete" not in result.output
+    assert runner.invoke(app, [*args, "--max-gaussians", "10000", "--overwrite"]).exit_code == 0

@@ -34,6 +34,9 @@ def bench_run(tmp_path_factory, tiny_checkpoint, tiny_export):
     workdir.mkdir()
     shutil.copy(tiny_checkpoint, workdir / "tiny_seed0.pt")
     shutil.copytree(tiny_export, workdir / "export-fp32", ignore=shutil.ignore_patterns("*cache"))
+    stale = workdir / "export-fp32" / "openvino-cache" / ".int8-0123456789abcdef.building-999999"
+    stale.mkdir(parents=True)  # what a build killed for memory leaves behind
+    (stale / "model.bin").write_bytes(b"partial")
     bench.prepare("tiny", workdir, ["reference", "ov-int8"], 2)
     args = argparse.Namespace(workdir=root, preset="tiny", images=1, threads=2, device="cpu")
     results = {variant: bench.child(variant, args) for variant in ("reference", "ov-int8")}
@@ -44,12 +47,19 @@ def test_ov_int8_is_built_in_the_setup_and_reused_by_the_timed_process(bench_run
     workdir, results = bench_run
     setup = json.loads((workdir / "setup.json").read_text())["ov-int8"]
     assert setup["int8_cache_hit"] is False and setup["int8_build_seconds"] > 0
-    built = list((workdir / "export-fp32" / "openvino-cache").glob("int8-*"))
+    cache = workdir / "export-fp32" / "openvino-cache"
+    built = list(cache.glob("int8-*"))
     assert len(built) == 1  # the timed process opened the same cached model, it did not build another
     record = read_int8_record(built[0])
     assert record is not None and record["seconds"] == setup["int8_build_seconds"]
     assert setup["int8_rounds"] == len(record["rounds"]) >= 1
     assert len(results["ov-int8"]["images"]) == 2 and results["ov-int8"]["peak_rss_gb"] > 0
+
+
+def test_a_killed_builds_staging_folder_is_removed_by_the_next_build(bench_run):
+    workdir, _results = bench_run
+    cache = workdir / "export-fp32" / "openvino-cache"
+    assert list(cache.glob(".int8-*")) == [] and len(list(cache.glob("int8-*"))) == 1
 
 
 def test_each_photo_keeps_its_outputs_camera_and_nonfinite_count(bench_run):
@@ -78,15 +88,17 @@ def test_render_fidelity_is_per_photo_and_view_against_the_baseline(bench_run):
     broken["opacities"][0, :5] = np.nan
     np.savez(bench.ndc_path(workdir, "broken", photo), **broken)
 
-    table = bench.render_fidelity(workdir, "reference", ["reference", "ov-int8", "same", "broken"])
+    variants = ["reference", "ov-int8", "same", "broken"]
+    table = bench.render_fidelity(workdir, "reference", variants, photos=(photo,), max_side=96)
     assert set(table) == {"ov-int8", "same", "broken"}
-    assert set(table["ov-int8"]) == {bench.IMAGES[0].name, bench.IMAGES[1].name}
+    assert set(table["ov-int8"]) == {photo.name}
     int8 = table["ov-int8"][photo.name]["psnr_db"]
     assert len(int8) == 3 and all(np.isfinite(v) and 20 < v < IDENTICAL_PSNR_DB for v in int8)
     assert table["same"][photo.name]["psnr_db"] == [IDENTICAL_PSNR_DB] * 3
     assert table["broken"][photo.name]["nonfinite"] == 5
     assert all(np.isnan(v) for v in table["broken"][photo.name]["psnr_db"])
-    assert set(table["same"]) == {photo.name}  # a photo without the variant's outputs is left out
+    # every photo the processes ran, a photo without the variant's outputs left out
+    assert set(bench.render_fidelity(workdir, "reference", ["same"], max_side=16)["same"]) == {photo.name}
 
 
 def test_speedups_give_the_median_ratio_each_rounds_ratio_and_the_goal():

@@ -146,3 +146,17 @@ def test_torch_free_hub_path_agrees_with_torch_hub(tmp_path, monkeypatch, variab
     if variable:
         monkeypatch.setenv(variable, str(tmp_path))
     assert torch_hub_dir() == Path(torch.hub.get_dir())
+
+
+def test_sharp_rt_cache_follows_xdg_cache_home_unless_sharp_rt_cache_is_set(tmp_path, monkeypatch):
+    from sharp_rt.core.paths import cache_root
+
+    monkeypatch.delenv("SHARP_RT_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_root() == tmp_path / "xdg" / "sharp-rt"
+    monkeypatch.setenv("SHARP_RT_CACHE", str(tmp_path / "mine"))
+    assert cache_root() == tmp_path / "mine"
+    monkeypatch.delenv("SHARP_RT_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", "")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_root() == tmp_path / "home" / ".cache" / "sharp-rt"

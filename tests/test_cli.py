@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -32,6 +33,53 @@ def test_console_script_module_runs():
     result = subprocess.run([sys.executable, "-m", "sharp_rt", "--version"], capture_output=True, text=True)
     assert result.returncode == 0
     assert __version__ in result.stdout
+
+
+_ENTRY_POLICY = """
+import os, sys
+import sharp_rt.predict, sharp_rt.cli
+print(os.environ.get("OMP_WAIT_POLICY"), "torch" in sys.modules)  # after import: the API leaves it alone
+sys.argv = ["sharp-rt", "--version"]
+try:
+    sharp_rt.cli.main()
+except SystemExit:
+    pass
+print(os.environ.get("OMP_WAIT_POLICY"))
+"""
+
+
+def _entry_policy(env_policy: str | None) -> list[str]:
+    """What OMP_WAIT_POLICY a fresh process has after importing sharp_rt, then after the console entry."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if env_policy is not None:
+        env["OMP_WAIT_POLICY"] = env_policy
+    done = subprocess.run([sys.executable, "-c", _ENTRY_POLICY], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    return [lines[0], lines[-1]]
+
+
+def test_every_command_gets_passive_openmp_wait_policy_before_torch_loads():
+    before, after = _entry_policy(None)
+    assert before == "None False"  # importing the API sets nothing (and loads no torch)
+    assert after == "PASSIVE"
+
+
+def test_an_explicit_openmp_wait_policy_is_kept_by_the_entry_point():
+    assert _entry_policy("ACTIVE") == ["ACTIVE False", "ACTIVE"]
+
+
+def test_a_custom_checkpoint_under_backend_auto_says_why_no_engine_is_built(tmp_path, tiny_checkpoint):
+    photo, ckpt = str(DATA / "coffee.png"), str(tiny_checkpoint)
+    auto = runner.invoke(app, ["predict", photo, "-o", str(tmp_path / "a"), "-c", ckpt])
+    assert auto.exit_code == 0, auto.output
+    assert "Engine: torch" in auto.output
+    assert "builds no engine for a custom checkpoint" in auto.output and "sharp-rt export -c" in auto.output
+    args = ["predict", photo, "-o", str(tmp_path / "t"), "-c", ckpt, "--backend", "torch"]
+    torch = runner.invoke(app, args)
+    assert torch.exit_code == 0 and "builds no engine" not in torch.output  # asked for torch: nothing to say
 
 
 def test_predict_folder_writes_good_images_and_lists_failures(tmp_path, photo_folder, tiny_checkpoint):
@@ -155,6 +203,10 @@ def test_predict_render_resume_renders_the_missing_video_and_keeps_the_ply(tmp_p
     result = runner.invoke(app, [*args, *video])
     assert result.exit_code == 0, result.output
     assert "not the requested video" in " ".join(result.output.split())
+    assert "chelsea.png: kept " in result.output and "added its videos" in result.output
+    assert "-> " not in result.output  # the kept .ply is not reported as written
+    assert re.search(r"written\W+0\b", result.output)
+    assert re.search(r"kept, videos/depth added\W+1", result.output)
     assert sorted(p.name for p in out.iterdir()) == [
         "chelsea.depth.mp4",
         "chelsea.mp4",
@@ -213,3 +265,27 @@ def test_an_interrupt_wrapped_by_another_exception_counts_as_ctrl_c():
     assert caused_by_interrupt(KeyboardInterrupt())
     assert caused_by_interrupt(wrapped())
     assert not caused_by_interrupt(ValueError("a real error"))
+
+
+def test_the_engine_line_gives_each_reason_once_and_no_request_the_user_did_not_make(capsys):
+    from sharp_rt.cli.report import show_engine
+    from sharp_rt.engines.base import EngineInfo
+
+    chosen = "no NVIDIA GPU; this CPU has AVX512-BF16: OpenVINO bf16 is the fastest CPU engine measured"
+    details = {"chosen": chosen, "precision_reason": "bf16 requested; this CPU has AVX512-BF16"}
+    info = EngineInfo("openvino", "cpu", "bf16", 384, 73_728, 1, details)
+    show_engine(info, 1.0)
+    line = " ".join(capsys.readouterr().err.split())
+    assert line.count("AVX512-BF16") == 1 and "requested" not in line, line
+    show_engine(info, 1.0, precision="bf16")  # asked for on the command line: said
+    assert "; bf16 requested)" in " ".join(capsys.readouterr().err.split())
+
+
+def test_a_hint_in_the_failed_list_is_indented_under_its_entry(capsys):
+    from pathlib import Path
+
+    from sharp_rt.cli.report import show_failures
+
+    show_failures([(Path("a.jpg"), "cannot decode\n  hint: re-save it"), (Path("b.jpg"), "too small")])
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[1:] == ["  a.jpg: cannot decode", "    hint: re-save it", "  b.jpg: too small"]

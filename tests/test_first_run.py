@@ -96,6 +96,8 @@ def test_a_one_photo_first_run_writes_the_reference_splat_then_builds_and_caches
     assert again.exit_code == 0, again.output
     assert "Building" not in again.output and f"cached engine {entry}" in again.output
     assert (work / "out" / "chelsea.ply").is_file()
+    info = runner.invoke(app, ["info"], env=official_home)  # the engine is there: not "built on first use"
+    assert f"default engine:      cached: {entry}" in info.output, info.output
 
 
 def test_predictor_from_checkpoint_auto_reuses_the_cached_engine(

@@ -43,12 +43,12 @@ def test_each_form_converts_to_pixels_as_documented():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"focal_mm": -5}, "--focal-mm / focal_mm must be a positive number"),
-        ({"focal_mm": 0}, "--focal-mm / focal_mm must be a positive number"),
-        ({"focal_mm": float("nan")}, "--focal-mm / focal_mm must be a positive number"),
+        ({"focal_mm": -5}, "^focal_mm must be a positive number"),  # the API names its keywords
+        ({"focal_mm": 0}, "^focal_mm must be a positive number"),
+        ({"focal_mm": float("nan")}, "^focal_mm must be a finite positive number"),
         ({"fov_deg": 180}, "must be below 175 degrees"),
-        ({"fov_deg": -1}, "--fov-deg / fov_deg must be a positive number"),
-        ({"f_px": float("inf")}, "f_px must be a positive number"),
+        ({"fov_deg": -1}, "^fov_deg must be a positive number"),
+        ({"f_px": float("inf")}, "f_px must be a finite positive number, got inf"),
         ({"focal_mm": 50, "fov_deg": 60}, "conflict"),
     ],
 )
@@ -139,10 +139,11 @@ def test_predict_cli_focal_mm_is_recorded_in_the_ply_camera(tmp_path, tiny_check
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--focal-mm", "-5"], "--focal-mm / focal_mm must be a positive number"),
-        (["--fov-deg", "0"], "--fov-deg / fov_deg must be a positive number"),
+        (["--focal-mm", "-5"], "error: --focal-mm must be a positive number"),  # the CLI names its flags
+        (["--fov-deg", "0"], "error: --fov-deg must be a positive number"),
+        (["--fov-deg", "inf"], "error: --fov-deg must be a finite positive number, got inf"),
         (["--fov-deg", "180"], "must be below 175 degrees"),
-        (["--focal-mm", "50", "--fov-deg", "60"], "conflict"),
+        (["--focal-mm", "50", "--fov-deg", "60"], "--focal-mm and --fov-deg both set"),
         (["--focal-mm", "50", "--focal-rule", "ml-sharp"], "--focal-rule ml-sharp reads"),
     ],
 )

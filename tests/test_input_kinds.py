@@ -385,6 +385,19 @@ def test_folder_scans_skip_hidden_system_and_non_photo_files(tmp_path, alarm):
     assert "4 other files (" in summary and ".mpg" in summary and "1 non-regular file (FIFOs" in summary
 
 
+def test_broken_links_in_a_folder_are_counted_on_the_skipped_line(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(photo(8, 8)).save(folder / "good.png", format="PNG")
+    (folder / "dangling.jpg").symlink_to(tmp_path / "missing.jpg")
+    (folder / "loop.png").symlink_to(folder / "loop.png")
+    scan = scan_inputs([str(folder)], PHOTO_EXTENSIONS, "images")
+    assert scan.files == [folder / "good.png"]
+    assert "2 broken links (dangling.jpg, loop.png)" in scan.skipped_summary("images")
+    by_glob = scan_inputs([f"{folder}/*.jpg", str(folder / "good.png")], PHOTO_EXTENSIONS, "images")
+    assert "1 broken link (dangling.jpg)" in by_glob.skipped_summary("images")
+
+
 def test_a_skipped_place_named_explicitly_still_runs(tmp_path):
     root = card(tmp_path / "card")
     trash = root / ".Trash-1000" / "files"

@@ -78,7 +78,9 @@ def test_module_of_namespace_reads_the_innermost_predictor_module():
     assert module_of_namespace(": sharp_rt.export.onnx_export.EngineModule") is None
 
 
-def test_torch_bf16_layout_grows_the_stressed_block_into_float32_until_the_bounds_hold(bf16_stress_checkpoint):
+def test_torch_bf16_layout_grows_the_stressed_block_into_float32_until_the_bounds_hold(
+    bf16_stress_checkpoint,
+):
     messages: list[str] = []
     record = choose_torch_bf16_layout(bf16_stress_checkpoint, log=messages.append)
     rounds = record["validation"]["rounds"]
@@ -180,3 +182,18 @@ def test_openvino_bf16_layout_that_cannot_meet_its_bounds_records_nothing_and_na
     assert "bf16 (OpenVINO) cannot meet its validation bounds" in info.value.message
     assert "--precision fp32" in info.value.hint
     assert not bf16_layout_path(open_manifest(export)).exists()
+
+
+def test_torch_bf16_islands_compute_on_the_float32_weights_not_on_bf16_rounded_ones(tiny_state):
+    from sharp_rt.sharp_ref import predictor_from_state_dict
+    from sharp_rt.sharp_ref.mixed_precision import BF16_FP32_ISLANDS
+
+    model = predictor_from_state_dict(tiny_state, tiny_config()).to_compute_dtype(
+        torch.bfloat16, BF16_FP32_ISLANDS
+    )
+    for path in BF16_FP32_ISLANDS:
+        for name, parameter in model.get_submodule(path).module.named_parameters():
+            original = tiny_state[f"{path}.{name}"]
+            assert parameter.dtype == torch.float32 and torch.equal(parameter, original), f"{path}.{name}"
+    outside = model.monodepth_model.monodepth_predictor.decoder.fusions[0].out_conv.weight
+    assert outside.dtype == torch.bfloat16

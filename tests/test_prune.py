@@ -82,6 +82,13 @@ def test_transmittance_dims_what_is_behind_an_opaque_gaussian():
     assert importance(g)[0] < importance(g, occlusion=False)[0]
 
 
+def test_transmittance_does_not_dim_gaussians_side_by_side_in_one_pixel():
+    # Centres 0.4 px apart in one pixel at the same depth (and 0.5 % deeper): side by side, not
+    # one behind the other; a third 30 % deeper is behind both.
+    g = scene([[0, 0, 1], [0.004, 0, 1], [0.002, 0, 1.005], [0.002, 0, 1.3]], [[0.01] * 3] * 4, [0.5] * 4)
+    np.testing.assert_allclose(transmittance(g), [1.0, 1.0, 1.0, 0.125])
+
+
 def test_select_keeps_the_most_important_in_their_order():
     big, small, faint = [0.05] * 3, [0.01] * 3, [0.05] * 3
     g = scene(

@@ -19,6 +19,7 @@ onnxruntime, Ray, ... inside the command when it needs them.
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -71,12 +72,26 @@ app.command("synthetic")(synthetic_command)
 app.add_typer(cache_app, name="cache")
 
 
+def quiet_openmp() -> None:
+    """Idle OpenMP threads sleep instead of spinning: ``OMP_WAIT_POLICY=PASSIVE`` unless already set.
+
+    Set before torch, OpenVINO or onnxruntime load (OpenMP reads it once, when it starts), so every
+    command gets it; an explicit setting wins.  On a shared, oversubscribed machine (load 15-23 on 2
+    cores) spinning threads made ``predict --render`` 60 s instead of 1 s per image, tiny-preset
+    inference 2.35 s instead of 0.53 s, and 2-thread rendering 8x slower (docs/benchmarks.md:
+    Threads).  The Python API leaves the environment alone (README: Python API).
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def main() -> None:
     """Console-script entry point.
 
     Exit codes: 0 done, 1 some inputs failed, 2 a usage error, 130 Ctrl+C, 143 SIGTERM (128 + the
     signal: typer turns every KeyboardInterrupt, :class:`~sharp_rt.core.atomic.Terminated` too, into 130).
+    Sets ``OMP_WAIT_POLICY=PASSIVE`` first (:func:`quiet_openmp`).
     """
+    quiet_openmp()
     try:
         app()
     except SystemExit as done:

@@ -32,7 +32,7 @@ def cache_list_command() -> None:
             if root.is_dir()
             else []
         )
-        show("Engine cache: {} ({} entries)", root, len(entries))
+        show("Engine cache: {} ({} {})", root, len(entries), "entry" if len(entries) == 1 else "entries")
         for entry in entries:
             size = sum(f.stat().st_size for f in entry.rglob("*") if f.is_file()) / 1e9
             try:

@@ -130,6 +130,10 @@ def _print_default_engine(engines_dir: Path) -> None:
         from sharp_rt.export.first_run import first_run_possible
 
         if first_run_possible():  # predict builds the engine from the official checkpoint on first use
+            cached = _cached_default_engine()
+            if cached is not None:
+                show("default engine:      cached: {} (`sharp-rt cache list`)", cached, out=results)
+                return
             show(
                 "default engine:      built on first use into the engine cache (`sharp-rt cache list`)",
                 out=results,
@@ -142,3 +146,16 @@ def _print_default_engine(engines_dir: Path) -> None:
         "default engine:      {} {} on {}: {}",
         choice.backend, choice.precision, where, choice.reason, out=results,
     )  # fmt: skip
+
+
+def _cached_default_engine() -> Path | None:
+    """The engine cache's usable entry for the official checkpoint on this machine (None: none yet)."""
+    from sharp_rt.export.first_run import engines_root, locate
+
+    if not engines_root().is_dir():  # nothing built yet: no need to hash the checkpoint
+        return None
+    try:
+        target = locate(None, "auto", None, None, {})  # the checkpoint's hash is cached beside the entries
+        return target.directory if target.problem(True) is None else None
+    except (SharpError, OSError):
+        return None

@@ -8,6 +8,7 @@ more than one command makes (:func:`focal_override`, :func:`stereo_baseline`).
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -18,7 +19,7 @@ from sharp_rt.core.contract import BackendRequest, PrecisionRequest
 from sharp_rt.core.errors import SharpError
 from sharp_rt.render.stereo import DEFAULT_BASELINE_M, check_baseline
 from sharp_rt.render.video import RenderOptions, check_render_options
-from sharp_rt.runtime.image_io import FocalOverride
+from sharp_rt.runtime.image_io import FOCAL_CLI_FLAGS, FocalOverride
 
 CAMERA, ENGINE, OUTPUT, RENDER, RUN = "Camera", "Engine", "Output", "Render", "Run"
 
@@ -60,7 +61,8 @@ Checkpoint = Annotated[
     typer.Option(
         "-c",
         "--checkpoint",
-        help="Checkpoint for the torch backend; default: the official one.",
+        help="Run this checkpoint on torch, also under --backend auto (for an engine: `sharp-rt export "
+        "-c CKPT -o DIR`, then --engine DIR); default: the official one.",
         rich_help_panel=ENGINE,
     ),
 ]
@@ -196,7 +198,11 @@ def focal_override(
     positive, a field of view of 175 degrees or more, both flags, or ``--focal-rule
     ml-sharp`` (a rule for reading EXIF, which the flags replace).
     """
-    focal = FocalOverride.from_options(focal_mm=focal_mm, fov_deg=fov_deg)
+    try:
+        focal = FocalOverride.from_options(focal_mm=focal_mm, fov_deg=fov_deg)
+    except SharpError as error:  # the library names its keywords (focal_mm); here they are flags
+        message = re.sub(r"(?<![\w-])(focal_mm|fov_deg)\b", lambda m: FOCAL_CLI_FLAGS[m[0]], error.message)
+        raise SharpError(message, hint=error.hint) from None
     if focal is not None and focal_rule is FocalRuleChoice.ml_sharp:
         raise SharpError(
             "--focal-rule ml-sharp reads the focal length from EXIF, which --focal-mm / --fov-deg replace",

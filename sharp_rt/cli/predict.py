@@ -44,6 +44,12 @@ from sharp_rt.predict.spec import engine_spec
 from sharp_rt.runtime.image_io import PHOTO_EXTENSIONS
 from sharp_rt.runtime.prune import kept_count
 
+NO_ENGINE_FOR_CHECKPOINT = (
+    "-c runs torch (--backend auto is torch with -c: the command builds no engine for a custom "
+    "checkpoint); for one, `sharp-rt export -c {checkpoint} -o DIR` and --engine DIR, or in Python "
+    "Predictor.from_checkpoint(path, backend='auto') (built and cached on first use)"
+)
+
 
 def collect_images(inputs: list[str]) -> list[Path]:
     """Expand files, folders (recursively, photo extensions only) and glob patterns, in order.
@@ -151,7 +157,9 @@ def predict_command(
             if predictor is None:
                 started = time.perf_counter()
                 predictor = Predictor(open_engine(spec), **settings)
-            show_engine(predictor.engine.info, time.perf_counter() - started)
+            show_engine(predictor.engine.info, time.perf_counter() - started, precision)
+            if checkpoint is not None and backend == "auto":
+                show("  {}", NO_ENGINE_FOR_CHECKPOINT.format(checkpoint=checkpoint))
 
     report = BatchReport(total=len(todo), done=batch.done, failures=list(batch.plan.blocked))
     with user_errors():

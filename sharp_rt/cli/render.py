@@ -23,7 +23,6 @@ results are reported as ``predict``'s are (:func:`sharp_rt.cli.report.show_resul
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections import Counter
 from enum import Enum
 from pathlib import Path
@@ -149,10 +148,7 @@ def render_command(
     with user_errors():
         check_render_options(options)  # a bad --resolution fails once, before any file
         plys = collect_plys(inputs)
-        # Idle OpenMP threads sleep instead of spinning: on a busy (oversubscribed) machine spinning
-        # threads made 2-thread rendering 8x slower here; an explicit setting wins.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        import torch
+        import torch  # OMP_WAIT_POLICY=PASSIVE is set by the entry point (cli.app.quiet_openmp)
 
         from sharp_rt.render.renderer import choose_backend, resolve_device
 
@@ -193,7 +189,7 @@ def render_command(
             results, report, progress, task=None, target_name=lambda t: t.name, written=written, each=finished
         )
     if report.stopped is not None:  # every later video would fail the same way: stopped
-        show("[yellow]skipped[/] {}: {}", report.stopped.image, report.stopped.message)
+        show("[red]failed[/] {}: {}", report.stopped.image, report.stopped.message)
         if report.stopped.hint:
             show("  [dim]hint:[/] {}", report.stopped.hint)
         left = [plan.source for plan in todo[report.seen + 1 :]]

@@ -25,9 +25,19 @@ def plural(n: int, one: str, many: str | None = None) -> str:
     return one if n == 1 else (many if many is not None else f"{one}s")
 
 
-def show_engine(info: EngineInfo, seconds: float) -> None:
-    """The one line that says which engine runs, and why."""
-    why = "; ".join(info.details[k] for k in ("chosen", "precision_reason") if info.details.get(k))
+def show_engine(info: EngineInfo, seconds: float, precision: str = "auto") -> None:
+    """The one line that says which engine runs, and why.
+
+    precision: the ``--precision`` asked for; under ``auto`` the engine's "bf16 requested" (the
+    choice's request to it, not the user's) is left out, as is any reason the choice already gave.
+    """
+    chosen = info.details.get("chosen") or ""
+    reasons = [chosen] if chosen else []
+    for part in (info.details.get("precision_reason") or "").split("; "):
+        if not part or part in chosen or (precision == "auto" and part.endswith(" requested")):
+            continue
+        reasons.append(part)
+    why = "; ".join(reasons)
     compiled = ", compiled" if info.details.get("compiled") else ""
     show(
         "Engine: {} ({}, {}{}), {} px, loaded in {:.1f} s{}",
@@ -51,18 +61,33 @@ def show_results(
     progress: the bar of the run (``task``: a bar over ``report.total``; None: none);
     target_name: how a skipped result's target is named; written: prints a written result
     (default: ``<photo> -> <target>  (<seconds> s)``); each: called with every result first.
-    A failure prints its ``hint`` when set.
+    A failure prints its ``hint`` when set.  Ctrl+C or SIGTERM (a ``KeyboardInterrupt``) stops the
+    bar and prints one line, ``interrupted: N of M written; rerun to resume``, before it goes on up.
     """
-    bar = progress.add_task(task, total=report.total) if task else None
+    bar = progress.add_task(task, total=report.total) if task and report.total else None  # no 0/0 bar
+    try:
+        _show_each(results, report, progress, bar, target_name, written, each)
+    except KeyboardInterrupt:
+        progress.stop()
+        show("[bold red]interrupted:[/] {} of {} written; rerun to resume", report.written, report.total)
+        raise
+
+
+def _show_each(results, report: BatchReport, progress: Progress, bar, target_name, written, each) -> None:
+    """The loop of :func:`show_results`."""
     for result in report.track(results):
         if each is not None:
             each(result)
         if result.error is not None:
-            show("[yellow]skipped[/] {}: {}", result.source, result.error)
+            show("[red]failed[/] {}: {}", result.source, result.error)
             if result.hint:
                 show("  [dim]hint:[/] {}", result.hint)
         elif result.skipped is not None:  # another process makes or made it: not a failure
             show("{} -> {}: {}, skipped", result.source.name, target_name(result.target), result.skipped)
+        elif result.added:  # the output was kept as it was
+            seconds = f"{sum(result.seconds.values()):.2f}"
+            added = " and ".join(result.added)
+            show("{}: kept {}, added its {}  ({} s)", result.source.name, result.target, added, seconds)
         elif written is not None:
             written(result)
         else:
@@ -72,19 +97,26 @@ def show_results(
             progress.advance(bar)
 
 
-def summary_table(written: int, done: int, failed: int, gaussians: int, wall: float, totals) -> Table:
-    """The end-of-run summary as label/value rows: readable at any width, in a terminal or a file."""
+def summary_table(
+    written: int, done: int, failed: int, gaussians: int, wall: float, totals, added: int = 0
+) -> Table:
+    """The end-of-run summary as label/value rows: readable at any width, in a terminal or a file.
+
+    added: outputs kept as they were, with their missing videos / depth maps made (a row only when > 0).
+    """
+    run = written + added  # images this run predicted
     table = Table(title="sharp-rt predict", show_header=False)
     table.add_column("", no_wrap=True)
     table.add_column("", justify="right", no_wrap=True)
     rows = [
         ("written", str(written)),
+        *([("kept, videos/depth added", str(added))] if added else []),
         ("already done", str(done)),
         ("failed", str(failed)),
         ("Gaussians written", f"{gaussians:,}"),
-        ("images/s", f"{written / wall:.2f}" if wall > 0 and written else "-"),
+        ("images/s", f"{run / wall:.2f}" if wall > 0 and run else "-"),
     ]
-    rows += [(f"mean {stage} (s)", f"{seconds / written:.3f}") for stage, seconds in totals.items()]
+    rows += [(f"mean {stage} (s)", f"{seconds / run:.3f}") for stage, seconds in totals.items()]
     for label, value in rows:
         table.add_row(label, value)
     return table
@@ -100,7 +132,8 @@ def show_summary(report: BatchReport) -> None:
         show("  {} of {} {} not run; [dim]hint:[/] {}", report.not_run, total, plural(total, "image"), hint)
     done = report.done + report.skipped
     table = summary_table(
-        report.written, done, len(report.failures), report.gaussians, report.wall, report.seconds
+        *(report.written, done, len(report.failures), report.gaussians, report.wall, report.seconds),
+        added=report.added,
     )
     console.print(table)
 
@@ -110,7 +143,7 @@ def show_failures(failures: list[tuple[Path, str]]) -> None:
     if failures:
         show("[bold red]Failed:[/]")
         for path, message in failures:
-            show("  {}: {}", path, message)
+            show("  {}: {}", path, message.replace("\n", "\n  "))  # its hint line under it, indented
 
 
 def show_leftovers(removed: list[Path]) -> None:

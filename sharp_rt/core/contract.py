@@ -322,6 +322,13 @@ def read_manifest(
         raise EngineError(f"Engine directory not found: {directory}", hint="create it with `sharp-rt export`")
     if not path.is_file():
         partial = (directory / ONNX_NAME).exists()
+        export_files = (ONNX_NAME, ONNX_DATA_NAME, PLAN_NAME, AOTI_NAME)
+        if not any((directory / name).exists() for name in export_files):
+            raise EngineError(  # a folder of something else (photos, say): nothing to re-create
+                f"{directory} is not an engine folder (no {MANIFEST_NAME})",
+                hint="--engine takes a folder written by `sharp-rt export`; make one with "
+                "`sharp-rt export -o NEW_DIR` (or drop --engine to use the default engine)",
+            )
         raise EngineError(
             f"{directory} has no {MANIFEST_NAME}"
             + (": the export that wrote it did not finish" if partial else ""),

@@ -2,7 +2,9 @@
 
 - official checkpoint: ``<torch hub>/checkpoints/sharp_2572gikvuh.pt``, shared with ml-sharp
   and torch.hub (``TORCH_HOME`` or ``XDG_CACHE_HOME`` move it);
-- TensorRT timing caches: ``<sharp-rt cache>/tensorrt/`` (``SHARP_RT_CACHE`` moves it).
+- TensorRT timing caches: ``<sharp-rt cache>/tensorrt/``, engines built on first use:
+  ``<sharp-rt cache>/engines/``; the sharp-rt cache is ``SHARP_RT_CACHE``, else
+  ``$XDG_CACHE_HOME/sharp-rt``, else ``~/.cache/sharp-rt`` (:func:`cache_root`).
 """
 
 from __future__ import annotations
@@ -27,5 +29,12 @@ def official_checkpoint_path() -> Path:
 
 
 def cache_root() -> Path:
-    """sharp-rt's own cache: ``SHARP_RT_CACHE``, else ``~/.cache/sharp-rt``."""
-    return Path(os.environ.get("SHARP_RT_CACHE", Path.home() / ".cache" / "sharp-rt")).expanduser()
+    """sharp-rt's own cache: ``SHARP_RT_CACHE``, else ``$XDG_CACHE_HOME/sharp-rt``, else the home's.
+
+    ``~/.cache/sharp-rt`` is the last.  The XDG Base Directory rule, as the checkpoint's torch-hub
+    path follows it; an empty variable counts as unset (as the XDG spec says).
+    """
+    if os.environ.get("SHARP_RT_CACHE"):
+        return Path(os.environ["SHARP_RT_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "sharp-rt"

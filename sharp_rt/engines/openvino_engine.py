@@ -242,7 +242,10 @@ def islands_model(core, model_path: Path, fp32_nodes: Collection[str], folder: P
 def runtime_precisions(compiled, fp32_nodes: Collection[str]) -> dict[str, int]:
     """Runtime precision -> count of ``compiled``'s compute ops (not Const, Reorder, I/O) of ``fp32_nodes``.
 
-    Read from the runtime model's ``runtimePrecision`` (what the CPU plugin actually runs).
+    Read from the runtime model's ``runtimePrecision`` (what the CPU plugin actually runs); a runtime
+    node counts by its main (first) original op.  An island's first op may be fused into the node
+    before it (outside the island) and then runs in that node's precision: a boundary effect, like
+    the island's input, which arrives rounded to bf16 anyway.
     """
     wanted = set(fp32_nodes)
     counts: dict[str, int] = {}
@@ -251,8 +254,8 @@ def runtime_precisions(compiled, fp32_nodes: Collection[str]) -> dict[str, int]:
         kind = info["layerType"].astype(str) if "layerType" in info else ""
         if kind in ("Const", "Reorder", "Input", "Output", "Convert") or "originalLayersNames" not in info:
             continue
-        sources = {name.split("/")[0] for name in info["originalLayersNames"].astype(str).split(",")}
-        if sources & wanted:
+        main = info["originalLayersNames"].astype(str).split(",")[0].split("/")[0]
+        if main in wanted:
             precision = info["runtimePrecision"].astype(str)
             counts[precision] = counts.get(precision, 0) + 1
     return counts

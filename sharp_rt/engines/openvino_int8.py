@@ -237,6 +237,22 @@ def check_bounds(errors: dict[str, np.ndarray]) -> tuple[dict[str, dict[str, flo
     return summary, failures
 
 
+def _remove_stale_staging(cache_dir: Path, log: Callable[[str], None]) -> None:
+    """Remove the staging folders of builds that died (killed: e.g. the kernel's OOM killer).
+
+    Called while holding the cache's lock: only the lock's holder builds, so any staging folder
+    found then is a dead build's (a full-model build killed for memory left ~nothing but this
+    folder behind).  Where there is no ``flock`` (Windows) nothing is removed.
+    """
+    try:
+        import fcntl  # noqa: F401  (the lock is real only where fcntl exists)
+    except ImportError:
+        return
+    for stale in cache_dir.glob(f".{INT8_DIR_PREFIX}*.building-*"):
+        log(f"int8: removing the staging folder of a build that did not finish: {stale}")
+        shutil.rmtree(stale, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def _lock(path: Path) -> Iterator[None]:
     """An exclusive ``flock`` on ``path`` (created); no-op where ``fcntl`` is missing (Windows)."""
@@ -321,6 +337,7 @@ def int8_model(
         if target.exists():
             log(f"int8: removing an incomplete or corrupt cached model at {target}")
             shutil.rmtree(target, ignore_errors=True)
+        _remove_stale_staging(cache_dir, log)
         staging = cache_dir / f".{target.name}.building-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()

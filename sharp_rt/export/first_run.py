@@ -720,8 +720,9 @@ class ReferenceFirstEngine(Engine):
             "checked against it and cached"
         )
         self._reference.info.details["chosen"] = self.note
+        why = "" if problem == "no cached engine" else f" ({problem})"  # said once
         log(
-            f"No cached engine for {target.checkpoint.name} ({problem}): the first photo comes from the fp32 "
+            f"No cached engine for {target.checkpoint.name}{why}: the first photo comes from the fp32 "
             f"reference (sharp_ref, torch), written at once; the {self._planned} engine is built after it, "
             f"checked against that photo's reference output and cached in {target.directory}"
         )

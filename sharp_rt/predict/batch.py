@@ -235,28 +235,37 @@ def _finish(
             )
             seconds["write"] = time.perf_counter() - started
             wrote = True
-        if video is not None:
-            _write_videos(prediction, target, video, only_missing=target in video_only)
-        if depth:
-            write_depth(prediction, target, overwrite, only_missing=target in video_only)
+        added = []  # beside a kept output: what this run made
+        if video is not None and _write_videos(prediction, target, video, only_missing=target in video_only):
+            added.append("videos")
+        if depth and write_depth(prediction, target, overwrite, only_missing=target in video_only):
+            added.append("depth maps")
     except Exception as error:  # one image's write or video must not stop the others
         return image_failure(prediction.source, target, error, fmt, num_gaussians, maybe_other=not wrote)
+    if not wrote and not added:  # made meanwhile (another process)
+        return ImageResult(prediction.source, target, None, 0, {}, skipped="its extras exist now: kept")
+    if not wrote:  # the output was kept: its Gaussians are not this run's
+        return ImageResult(prediction.source, target, None, 0, seconds, added=tuple(added))
     return ImageResult(prediction.source, target, None, len(prediction.gaussians), seconds)
 
 
-def _write_videos(prediction: Prediction, target: Path, video: RenderOptions, only_missing: bool) -> None:
-    """``--render``: the videos of ``prediction`` beside ``target``, recorded as ``render`` records them."""
+def _write_videos(prediction: Prediction, target: Path, video: RenderOptions, only_missing: bool) -> bool:
+    """``--render``: the videos of ``prediction`` beside ``target``, recorded as ``render`` records them.
+
+    Returns False when ``only_missing`` and all were there (nothing written).
+    """
     from sharp_rt.render.video import render_video, video_paths
 
     mp4 = target.with_suffix(".mp4")
     if only_missing and all(path.exists() for path in video_paths(mp4, video)):
-        return
+        return False
     started = time.perf_counter()
     render_video(prediction.gaussians, mp4, video)
     # The videos' scene is the written output, recorded as `render` records it (fails: the videos are
     # taken back), so that a later `render` of that file resumes them.
     record_source(target, video_paths(mp4, video))
     prediction.seconds["render"] = time.perf_counter() - started
+    return True
 
 
 def image_failure(
@@ -283,12 +292,12 @@ def image_failure(
     return ImageResult(image, target, message, 0, {})
 
 
-def write_depth(prediction: Prediction, target: Path, overwrite: bool, only_missing: bool = False) -> None:
+def write_depth(prediction: Prediction, target: Path, overwrite: bool, only_missing: bool = False) -> bool:
     """``--depth``: render the prediction's depth map at the photo's camera and write its three files.
 
     Files: ``<target without suffix>.depth.png`` (16-bit, mm), ``.depth.npy`` (float32 m) and
     ``.depth.preview.png`` (:mod:`sharp_rt.runtime.depth_map`); only_missing: skip them when all
-    exist, and replace the others when only some do.
+    exist (returns False: nothing written), and replace the others when only some do.
     """
     from sharp_rt import __version__
     from sharp_rt.render.depth import render_depth_map
@@ -297,13 +306,14 @@ def write_depth(prediction: Prediction, target: Path, overwrite: bool, only_miss
     base = target.with_suffix("")
     present = [path.exists() for path in depth_map_paths(base)]
     if only_missing and all(present):
-        return
+        return False
     started = time.perf_counter()
     depth_map = render_depth_map(prediction.gaussians)
     # only some there (a run stopped between them): the set is made again, as one
     redo = overwrite or (only_missing and any(present))
     write_depth_maps(depth_map.depth, base, overwrite=redo, software=f"sharp-rt {__version__}")
     prediction.seconds["depth"] = time.perf_counter() - started
+    return True
 
 
 def first_complete_output(
@@ -327,6 +337,7 @@ class BatchReport:
     done: int = 0  # skipped as complete before the run (resume)
     skipped: int = 0  # made by another process (claims), or meanwhile: not failures
     written: int = 0
+    added: int = 0  # outputs kept as they were, with missing videos / depth maps made beside them
     gaussians: int = 0  # Gaussians written, over all outputs
     failures: list[tuple[Path, str]] = dataclasses.field(default_factory=list)  # (input, why)
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)  # stage -> seconds, all written
@@ -335,15 +346,18 @@ class BatchReport:
     started: float = dataclasses.field(default_factory=time.perf_counter)
 
     def add(self, result: ImageResult) -> None:
-        """Count one result: failed (``error``), skipped (``skipped``) or written."""
+        """Count one result: failed (``error``), skipped (``skipped``), kept (``added``) or written."""
         self.seen += 1
         if result.error is not None:
             self.failures.append((result.source, result.error))
         elif result.skipped is not None:
             self.skipped += 1
         else:
-            self.written += 1
-            self.gaussians += result.num_gaussians
+            if result.added:
+                self.added += 1
+            else:
+                self.written += 1
+                self.gaussians += result.num_gaussians
             for stage, seconds in result.seconds.items():
                 self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
 
@@ -368,7 +382,7 @@ class BatchReport:
         return time.perf_counter() - self.started
 
     def mean_seconds(self) -> dict[str, float]:
-        """Mean seconds per written output of each stage."""
-        if not self.written:
+        """Mean seconds of each stage per image run (written, or kept with extras added)."""
+        if not self.written + self.added:
             return {}
-        return {stage: seconds / self.written for stage, seconds in self.seconds.items()}
+        return {stage: seconds / (self.written + self.added) for stage, seconds in self.seconds.items()}

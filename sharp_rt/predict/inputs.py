@@ -11,7 +11,9 @@ with one of the given extensions and skips, counting them:
   :data:`SYSTEM_FOLDERS` (``$RECYCLE.BIN``, ``System Volume Information``, Synology's
   ``@eaDir`` and ``#recycle``, QNAP's ``@Recycle``, ``__MACOSX``, ``lost+found``, ...);
 - files with other extensions (a camera's ``.MPG`` / ``.MOV`` videos, ``.xmp``
-  sidecars), and anything that is not a regular file (a FIFO, a device).
+  sidecars), and anything that is not a regular file (a FIFO, a device);
+- entries with a photo extension that cannot be read: broken (dangling) links and
+  entries this user cannot stat, counted by kind ("1 broken link").
 
 A file named on the command line is always taken, whatever its name or folder,
 and a folder named explicitly is scanned even when it is hidden or a system folder
@@ -92,6 +94,8 @@ class InputScan:
     hidden: list[tuple[Path, str]] = dataclasses.field(default_factory=list)
     other_suffixes: Counter[str] = dataclasses.field(default_factory=Counter)  # other extensions, by suffix
     not_regular: list[Path] = dataclasses.field(default_factory=list)  # FIFOs, devices, sockets
+    # wanted extension but cannot be read: (the entry, its kind: "broken link" or "unreadable entry")
+    unreadable: list[tuple[Path, str]] = dataclasses.field(default_factory=list)
 
     def skipped_summary(self, what: str) -> str | None:
         """One line saying what was skipped (None: nothing), e.g.
@@ -111,9 +115,19 @@ class InputScan:
             parts.append(f"{_counted(count, 'other files')} ({', '.join(common)}{more})")
         if self.not_regular:
             parts.append(f"{_counted(len(self.not_regular), 'non-regular files')} (FIFOs, devices)")
+        for kind, many in (("broken link", "broken links"), ("unreadable entry", "unreadable entries")):
+            paths = sorted(path for path, entry_kind in self.unreadable if entry_kind == kind)
+            if paths:
+                shown = ", ".join(path.name for path in paths[:3]) + (", ..." if len(paths) > 3 else "")
+                parts.append(f"{len(paths)} {kind if len(paths) == 1 else many} ({shown})")
         if not parts:
             return None
         return "skipped " + "; ".join(parts) + " (name a file to take it anyway)"
+
+
+def unreadable_kind(path: Path) -> str:
+    """A folder entry that cannot be stat'ed: "broken link" (dangling, or a loop) or "unreadable entry"."""
+    return "broken link" if path.is_symlink() else "unreadable entry"
 
 
 def _counted(count: int, plural: str) -> str:
@@ -155,8 +169,9 @@ def _walk(root: Path, suffixes: set[str], scan: InputScan) -> list[Path]:
                 continue
             try:
                 regular = stat.S_ISREG(path.stat().st_mode)
-            except OSError:
-                continue  # a dangling link
+            except OSError:  # a dangling link (or a link loop), or an entry this user cannot stat
+                scan.unreadable.append((path, unreadable_kind(path)))
+                continue
             if regular:
                 found.append(path)
             else:
@@ -182,8 +197,9 @@ def _glob(pattern: str, suffixes: set[str], scan: InputScan) -> list[Path] | Non
             try:
                 if not stat.S_ISDIR(path.stat().st_mode):
                     scan.not_regular.append(path)
-            except OSError:
-                pass
+            except OSError:  # a dangling link, or an entry this user cannot stat
+                if path.suffix.lower() in suffixes:
+                    scan.unreadable.append((path, unreadable_kind(path)))
             continue
         below = path.parts[base:]
         if any(is_skipped_name(part) for part in below):

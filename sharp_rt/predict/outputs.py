@@ -123,6 +123,8 @@ class ImageResult:
     seconds: dict[str, float]  # stage -> seconds (load, preprocess, inference, unproject, write, ...)
     skipped: str | None = None  # why it was not run here although not failed (another process made it)
     hint: str | None = None  # what to do about ``error``, when it is not part of the message
+    # the output was kept as it was; this run added only these beside it ("videos", "depth maps")
+    added: tuple[str, ...] = ()
 
 
 _HEADER_FORMATS = {"ply", "plain-ply", "compressed-ply"}  # formats whose header holds the source record
@@ -219,6 +221,31 @@ def is_complete_output(path: Path, num_gaussians: int | None = None, fmt: Output
     return True
 
 
+def held_gaussians(path: Path, fmt: OutputFormat) -> int | None:
+    """How many Gaussians the complete output at ``path`` (format ``fmt``) holds; None: not a complete one.
+
+    PLY formats: the header's ``element vertex N``; ``.sog``: ``meta.json``'s ``count``; ``.spz``: the
+    header's point count.  ``.splat``: None (no header: a truncated file looks like a smaller whole one).
+    """
+    try:
+        if fmt is OutputFormat.splat or not is_complete_output(path, None, fmt):
+            return None
+        if fmt is OutputFormat.sog:
+            from sharp_rt.runtime.sog import read_sog_meta
+
+            return int(read_sog_meta(path)["count"])
+        if fmt is OutputFormat.spz:
+            import gzip
+
+            from sharp_rt.runtime.spz import HEADER
+
+            return int(HEADER.unpack_from(gzip.decompress(path.read_bytes()))[2])
+        with open(path, "rb") as handle:
+            return ply_vertex_count(handle.read(16384))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _without_comments(head: bytes) -> bytes:
     """A PLY header (a file's first bytes) without its ``comment`` lines (e.g. the source record)."""
     end = head.find(b"end_header\n")
@@ -311,7 +338,7 @@ def plan_outputs(
     assigned: set[Path] = set()
 
     def state(target: Path, photo: _Photo) -> str:
-        """absent, own, other, unrecorded, input, other-layout or foreign (partial, not an output)."""
+        """absent, own, other, unrecorded, input, other-layout, other-count or foreign (not an output)."""
         if not (target.exists() or target.is_symlink()):
             return "absent"
         if _is_one_of(target, inputs):
@@ -319,6 +346,8 @@ def plan_outputs(
         if not is_complete_output(target, num_gaussians, fmt):
             if fmt in _OTHER_LAYOUT and is_complete_output(target, num_gaussians, _OTHER_LAYOUT[fmt]):
                 return "other-layout"
+            if num_gaussians is not None and held_gaussians(target, fmt) not in (None, num_gaussians):
+                return "other-count"  # made with other --max-gaussians / --prune (or another engine)
             return "foreign"
         record = source_record(target, fmt)
         if record is None:
@@ -347,7 +376,9 @@ def plan_outputs(
         assigned.add(target)
         if target.name != image.stem + fmt.suffix and not clash:
             plan.renamed.append((image, target))
-        if now == "absent" or (overwrite and now in ("own", "unrecorded", "foreign", "other-layout")):
+        if now == "absent" or (
+            overwrite and now in ("own", "unrecorded", "foreign", "other-layout", "other-count")
+        ):
             plan.todo.append((image, target))
         elif now == "own":
             plan.done.append((image, target))
@@ -382,6 +413,13 @@ def _why_blocked(state: str, target: Path, fmt: OutputFormat, num_gaussians: int
             f"{target} is a complete {fmt.suffix} that does not record which photo it was made from "
             "(sharp-rt < 0.3 or another tool): it is kept, not reused (pass --overwrite to replace it, "
             "or choose another folder with -o)"
+        )
+    if state == "other-count" and num_gaussians is not None:
+        held = held_gaussians(target, fmt) or 0
+        return (
+            f"{target} is a complete {fmt.suffix} of {held:,} Gaussians; this run "
+            f"asks for {num_gaussians:,} (other --max-gaussians / --prune): pass --overwrite to replace it, "
+            "or choose another folder with -o"
         )
     if state == "other":  # the clash name too holds another photo's output: astronomically rare
         return f"{target} holds another photo's output (kept; choose another folder with -o)"

@@ -235,8 +235,9 @@ class FocalOverride:
             except (TypeError, ValueError):
                 raise ArgumentError(f"{_FOCAL_FLAGS[name]} must be a number, got {value!r}") from None
             if not math.isfinite(number) or number <= 0.0:
+                kind = "a positive number" if math.isfinite(number) else "a finite positive number"
                 raise ArgumentError(
-                    f"{_FOCAL_FLAGS[name]} must be a positive number, got {value!r}",
+                    f"{_FOCAL_FLAGS[name]} must be {kind}, got {value!r}",
                     hint=_FOCAL_HINTS[name],
                 )
             if name == "fov_deg" and number >= MAX_FIELD_OF_VIEW:  # the horizontal angle <= the diagonal one
@@ -294,10 +295,12 @@ class FocalOverride:
     def describe(self) -> str:
         """How the user gave it, e.g. ``"--focal-mm 50"`` (for ``metadata["focal_length_source"]``)."""
         name = next(n for n in ("f_px", "focal_mm", "fov_deg") if getattr(self, n) is not None)
-        return f"override:{_FOCAL_FLAGS[name].split(' / ')[0]} {getattr(self, name):g}"
+        return f"override:{FOCAL_CLI_FLAGS.get(name, name)} {getattr(self, name):g}"
 
 
-_FOCAL_FLAGS = {"f_px": "f_px", "focal_mm": "--focal-mm / focal_mm", "fov_deg": "--fov-deg / fov_deg"}
+# Messages name the Python keywords; the command line names its flags instead (cli.options.focal_override).
+_FOCAL_FLAGS = {"f_px": "f_px", "focal_mm": "focal_mm", "fov_deg": "fov_deg"}
+FOCAL_CLI_FLAGS = {"focal_mm": "--focal-mm", "fov_deg": "--fov-deg"}
 _FOCAL_HINTS = {
     "f_px": "give the focal length in pixels of the image as decoded (upright)",
     "focal_mm": "give the lens' 35 mm-equivalent focal length in mm, e.g. 26 for a phone's main camera",

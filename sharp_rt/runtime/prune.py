@@ -222,16 +222,11 @@ def _embedding(mean: np.ndarray, f_px: float) -> np.ndarray:
 # photo px) of tiny1536 splats of benchmarks/eval_photos' ascent.png (seed 2) and camera.png (seed 3),
 # against splat-transform 3.7.0 --decimate-adaptive at 50 / 25 / 10 % (docs/benchmarks.md, "Choosing
 # the merge cost").  None of these scenes is in the tables of docs/benchmarks.md.
-COST = "l2"  # "l2": image-space L2 error of the merge (_merge_error); "distance": the cost below
-DISTANCE_UNTIL = 0.5  # the "distance" cost while more than this fraction of the input is left
+DISTANCE_UNTIL = 0.5  # the distance cost while more than this fraction of the input is left, then L2
 # "distance" cost: a linear-RGB difference d counts as 256 |d|^2 footprints (keeps colour edges).
 COLOR_WEIGHT = 256.0
-L2_COLOR_WEIGHT = 0.5  # "l2": + 0.5 x the smaller visible mass x |c_1 - c_2|^2 (keeps colour edges)
-ALPHA_CHANNEL = 0.0  # "l2": weight of coverage beside premultiplied RGB (1.0 and 0.3 measured worse)
-VISIBLE_WEIGHTS = True  # merge weights x light reaching each Gaussian (off: 3-7 dB worse at 50 %)
-VIEW_SCALE = 1.0  # rendered px per photo px the merge is judged at (dilation 0.3 / VIEW_SCALE^2)
+L2_COLOR_WEIGHT = 0.5  # L2 cost: + 0.5 x the smaller visible mass x |c_1 - c_2|^2 (keeps colour edges)
 MAX_MERGED_PER_ROUND = 0.25  # at most this fraction of the Gaussians goes in one round of pairing
-ALLOW_DROP = False  # also consider dropping the less important of a pair (measured worse: off)
 ORDERINGS = 3  # Z-curve orderings whose neighbours are merge candidates, per round
 
 
@@ -268,9 +263,9 @@ def _merge_error(
 ) -> np.ndarray:
     """Squared L2 image error ``integral |f_i + f_j - f_m|^2`` of merging each pair, in the photo's view [M].
 
-    p: [N, 2] screen centres (px); s: [N, 3] screen covariances (px^2); amp: [N, 4] each
-    Gaussian's visible amplitude ``T x opacity x (colour, 1)`` (premultiplied linear RGB and
-    coverage); w: [N] merge weights (visible mass ``T x opacity x sqrt|S|``).  ``f_k = amp_k
+    p: [N, 2] screen centres (px); s: [N, 3] screen covariances (px^2); amp: [N, C] each
+    Gaussian's visible amplitude per channel (here ``T x opacity x colour``, premultiplied
+    linear RGB); w: [N] merge weights (visible mass ``T x opacity x sqrt|S|``).  ``f_k = amp_k
     G_k``; the merged ``f_m`` is the 2D moment match (weights w; mass kept).  The L2
     field error of a merge is the cost of splat-transform's ``--decimate-adaptive``
     (computed there in 3D, unweighted by visibility; here in the photo's image plane).
@@ -380,7 +375,7 @@ def reduce_gaussians(gaussians: Gaussians, keep: int) -> Gaussians:
     round_number = 0
     while len(alive) > keep:
         m, c, col, op = mean[alive], cov[alive], color[alive], opacity[alive]
-        dilation = DILATION_PX2 / VIEW_SCALE**2
+        dilation = DILATION_PX2
         area, valid = _footprints(m, c, f_px, size, dilation)
         view = Gaussians(m.astype(np.float32), np.ones_like(m, np.float32),
                          np.tile(np.float32([1, 0, 0, 0]), (len(m), 1)), col.astype(np.float32),
@@ -395,17 +390,19 @@ def reduce_gaussians(gaussians: Gaussians, keep: int) -> Gaussians:
         e = _embedding(m, f_px)
         first, second = _candidate_pairs(e, round_number)
         round_number += 1
-        visible = np.maximum(light, 1e-6) if VISIBLE_WEIGHTS else np.ones_like(light)
-        if COST == "l2" and len(alive) <= DISTANCE_UNTIL * len(g):
+        # Merge weights x the light reaching each Gaussian (unweighted measured 3-7 dB worse at 50 %).
+        visible = np.maximum(light, 1e-6)
+        if len(alive) <= DISTANCE_UNTIL * len(g):
             p2d, s2d = _projected(m, c, f_px, dilation)
             sqrt_det = np.sqrt(np.maximum(s2d[:, 0] * s2d[:, 2] - s2d[:, 1] ** 2, 1e-30))
-            amp = (visible * op)[:, None] * np.concatenate([col, np.full((len(m), 1), ALPHA_CHANNEL)], axis=1)
+            amp = (visible * op)[:, None] * col  # premultiplied RGB (+ a coverage channel: worse)
             w2d = visible * op * sqrt_det
             merge_cost = _merge_error(p2d, s2d, amp, w2d, first, second)
-            if L2_COLOR_WEIGHT:
-                merge_cost += L2_COLOR_WEIGHT * np.minimum(w2d[first], w2d[second]) * np.sum(
-                    (col[first] - col[second]) ** 2, axis=1
-                )
+            merge_cost += (
+                L2_COLOR_WEIGHT
+                * np.minimum(w2d[first], w2d[second])
+                * np.sum((col[first] - col[second]) ** 2, axis=1)
+            )
             merge_cost = np.nan_to_num(merge_cost, nan=np.inf)
         else:
             distance2 = np.sum((e[first] - e[second]) ** 2, axis=1) / np.maximum(
@@ -418,15 +415,12 @@ def reduce_gaussians(gaussians: Gaussians, keep: int) -> Gaussians:
         first, second, merge_cost = _mutual_best(first, second, merge_cost, len(m))
         count = len(first)
         drop_first = score[first] <= score[second]
-        drop_cost = (
-            np.where(drop_first, score[first], score[second]) if ALLOW_DROP else np.full(count, np.inf)
-        )
-        cost = np.minimum(merge_cost, drop_cost)
         budget = min(len(alive) - keep, count, max(1, int(MAX_MERGED_PER_ROUND * len(alive))))
         if count == 0:
             raise RuntimeError("no Gaussians to merge")  # cannot happen with more than `keep` finite ones
-        chosen = np.argpartition(cost, budget - 1)[:budget] if budget < count else np.arange(count)
-        do_merge = merge_cost[chosen] < drop_cost[chosen]
+        chosen = np.argpartition(merge_cost, budget - 1)[:budget] if budget < count else np.arange(count)
+        # A pair whose merge has no finite cost loses its less important member instead.
+        do_merge = np.isfinite(merge_cost[chosen])
         # Merge: the first of each pair becomes the merged Gaussian, the second goes.
         a, b = first[chosen[do_merge]], second[chosen[do_merge]]
         if len(a):
