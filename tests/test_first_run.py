@@ -329,7 +329,7 @@ def test_no_cache_keeps_the_no_export_error_and_cache_clear_empties_it(
     )
     assert result.exit_code == 2 and "No exported engine found" in result.output
     listed = runner.invoke(app, ["cache", "list"], env=official_home)
-    assert listed.exit_code == 0 and "openvino" in listed.output and "1 entries" in listed.output
+    assert listed.exit_code == 0 and "openvino" in listed.output and "(1 entry)" in listed.output
     cleared = runner.invoke(app, ["cache", "clear"], env=official_home)
     assert cleared.exit_code == 0 and "Removed" in cleared.output
     assert not [p for p in (Path(official_home["SHARP_RT_CACHE"]) / "engines").iterdir() if p.is_dir()]
