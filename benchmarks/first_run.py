@@ -8,7 +8,8 @@ Variants (each a fresh process per round, interleaved A B C D A B C D ..., one a
   open, validation against photo 1's reference output) and photo 2 runs on it; photo 3 (warm);
 * ``build-first``: the route of the first issue-25 version (:func:`~sharp_rt.export.first_run.cached_engine`):
   reference on the probe photo, export, open, validation on the probe, then the three photos;
-* ``cached``: ``first_run_engine`` with the cache a first run filled (the second day);
+* ``cached``: ``first_run_engine`` with the cache a first run filled (the second day; that filling
+  run is round 1's ``first-run`` when both are asked);
 * ``torch``: today's route without an export, ``--backend torch`` (bf16 where the CPU has it);
 * ``export-route``: the route before issue 25, ``sharp-rt export --precision fp32`` (validated with
   ONNX Runtime on the probe photos) then ``predict`` with the default engine, in one process.
@@ -188,12 +189,16 @@ def main() -> None:
 
             save_checkpoint(synthetic_checkpoint(get_config(args.preset), seed=0), args.checkpoint)
     warm_cache = args.workdir / "cache-warm"
+    results: dict[str, list[dict]] = {v: [] for v in args.variants}
     if "cached" in args.variants:  # the set-up: one first run fills the cache the `cached` variant reads
         shutil.rmtree(warm_cache, ignore_errors=True)
-        run_child("first-run", args, warm_cache, args.workdir / "out-setup")
-    results: dict[str, list[dict]] = {v: [] for v in args.variants}
+        setup = run_child("first-run", args, warm_cache, args.workdir / "out-setup")
+        if "first-run" in results:  # it is a first run like any other: round 1's
+            results["first-run"].append(setup)
     for round_index in range(args.rounds):
         for variant in args.variants:
+            if len(results[variant]) > round_index:
+                continue
             cache = warm_cache if variant == "cached" else args.workdir / f"cache-{variant}"
             if variant != "cached":
                 shutil.rmtree(
@@ -201,6 +206,8 @@ def main() -> None:
                 )  # a first run: nothing cached, not even the reference
             result = run_child(variant, args, cache, args.workdir / f"out-{variant}")
             results[variant].append(result)
+            # raw numbers of each process as it ends, so a run cut short keeps what it measured
+            (args.workdir / "results.json").write_text(json.dumps(results, indent=1))
             print(
                 f"round {round_index + 1} {variant}: first .ply {result['first_ply_s']:.1f} s, second "
                 f"{result['second_ply_s']:.1f} s, warm photo {result['warm_photo_s']:.1f} s, CPU "

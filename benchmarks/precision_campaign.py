@@ -175,13 +175,40 @@ def measure_seed(args, rule: str, seed: int, photos: dict, work: Path, write) ->
     if "bf16 torch" in args.engines:
         islands = dict(BF16_FP32_ISLANDS)
         if args.bf16_layout == "grown":
+            from sharp_rt.core.errors import EngineError
             from sharp_rt.export.precision_bf16 import choose_torch_bf16_layout
 
-            record = choose_torch_bf16_layout(checkpoint, threads=args.threads)
-            islands = record["fp32_islands"]
-            layouts["bf16 torch"] = {"grown_islands": [r["module"] for r in record["grown_islands"]]}
-        bf16_model = predictor_from_state_dict(state, config).to_compute_dtype(torch.bfloat16, islands)
-        engines["bf16 torch"] = lambda photo, m=bf16_model: torch_outputs(m, photo)
+            t0 = time.perf_counter()
+            try:
+                record = choose_torch_bf16_layout(
+                    checkpoint,
+                    threads=args.threads,
+                    log=lambda message: print(f"    [bf16 torch layout] {message}", flush=True),
+                )
+            except EngineError as error:  # refused: recorded, and this engine is not run
+                record = None
+                write(
+                    {
+                        "preset": args.preset,
+                        "rule": rule,
+                        "seed": seed,
+                        "engine": "bf16 torch",
+                        "photo": None,
+                        "refused": f"{error.message} (hint: {error.hint})",
+                        "layout_seconds": round(time.perf_counter() - t0, 1),
+                    }
+                )
+                print(f"    [bf16 torch layout] refused: {error.message}", flush=True)
+            if record is not None:
+                islands = record["fp32_islands"]
+                layouts["bf16 torch"] = {
+                    "grown_islands": [r["module"] for r in record["grown_islands"]],
+                    "rounds": record["validation"]["rounds"],
+                    "seconds": record["seconds"],
+                }
+        if args.bf16_layout != "grown" or record is not None:
+            bf16_model = predictor_from_state_dict(state, config).to_compute_dtype(torch.bfloat16, islands)
+            engines["bf16 torch"] = lambda photo, m=bf16_model: torch_outputs(m, photo)
     del state
     print(f"  {rule} seed {seed}: set up in {time.perf_counter() - started:.0f} s {timings}", flush=True)
     for name, photo in photos.items():
@@ -230,6 +257,8 @@ def summarize(rows: list[dict]) -> str:
     ]
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
+        if "refused" in row:  # a layout refused (no engine ran): listed by `refusals`
+            continue
         groups.setdefault((row["preset"], row["engine"], row["rule"]), []).append(row)
     for (preset, engine, rule), group in sorted(groups.items()):
         count = f"{len({r['photo'] for r in group})} x {len({r['seed'] for r in group})}"
@@ -258,7 +287,8 @@ def per_photo(rows: list[dict]) -> str:
     ]
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
-        groups.setdefault((row["photo"], row["engine"], row["rule"]), []).append(row)
+        if "refused" not in row:
+            groups.setdefault((row["photo"], row["engine"], row["rule"]), []).append(row)
     for (photo, engine, rule), group in sorted(groups.items()):
         rendered = [r for r in group if "render" in r]
         views = [min((r["render"]["views"][i]["psnr_db"] for r in rendered), default=nan) for i in range(3)]
@@ -300,6 +330,10 @@ def main() -> None:
         print(summarize(rows))
         print()
         print(per_photo(rows))
+        for row in rows:
+            if "refused" in row:
+                what = f"{row['preset']} {row['engine']} {row['rule']} seed {row['seed']}"
+                print(f"refused: {what}: {row['refused']}")
         return
     import torch
 

@@ -67,16 +67,22 @@ def decimate_adaptive(
     scratch: Path,
     kept: Path | None = None,
     stem: str = "splat",
-) -> tuple[Gaussians, float]:
-    """splat-transform's ``--decimate-adaptive keep`` of ``g``, read back, and the wall seconds it took.
+) -> tuple[Gaussians, float, float]:
+    """splat-transform's ``--decimate-adaptive keep`` of ``g``, read back, with its wall and CPU seconds.
+
+    CPU seconds: user + system from a kept ``.time`` file (nan where it has none).
 
     kept: a folder of earlier outputs ``{stem}_{keep}.ply`` / ``.time`` (module docstring) to
     reuse, and where new outputs are kept.
     """
     target = scratch / "decimated.ply" if kept is None else kept / f"{stem}_{keep}.ply"
     timing = target.with_suffix(".time")
+    cpu_seconds = float("nan")
     if kept is not None and target.exists() and timing.exists():
-        seconds = float(timing.read_text().split()[0])
+        fields = timing.read_text().split()
+        seconds = float(fields[0])
+        if len(fields) >= 3 and fields[1] != "-":
+            cpu_seconds = float(fields[1]) + float(fields[2])
     else:
         if cli is None:
             raise RuntimeError(f"{target} is missing and no --splat-transform was given")
@@ -106,6 +112,7 @@ def decimate_adaptive(
             image_size=g.image_size,
         ),
         seconds,
+        cpu_seconds,
     )
 
 
@@ -144,7 +151,7 @@ def main() -> int:
     )
     print(
         "| photo | checkpoint | method | kept | Gaussians | PSNR photo view (dB) | PSNR trajectory "
-        "mean / min (dB) | .ply MB | .sog MB | render s/frame (CPU s) | prune s |"
+        "mean / min (dB) | .ply MB | .sog MB | render s/frame (CPU s) | prune s (CPU s) |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
 
@@ -170,15 +177,18 @@ def main() -> int:
             resolution = (max(1, round(width * side)), max(1, round(height * side)))
             cameras = [Camera.for_gaussians(reference, resolution)]
             cameras += trajectory(reference, "rotate_forward", args.frames + 1, resolution)[1:]
-            variants: list[tuple[str, float, Gaussians, float]] = [("unpruned", 1.0, reference, 0.0)]
+            variants: list[tuple[str, float, Gaussians, float, float]] = [
+                ("unpruned", 1.0, reference, 0.0, 0.0)
+            ]
             for fraction in fractions:
                 if fraction >= 1.0:
                     continue
                 keep = max(1, round(fraction * n))
                 for method in methods:
-                    started = time.perf_counter()
+                    started, started_cpu = time.perf_counter(), time.process_time()
                     pruned = prune_gaussians(reference, max_gaussians=keep, method=method)
-                    variants.append((f"sharp-rt {method}", fraction, pruned, time.perf_counter() - started))
+                    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - started_cpu
+                    variants.append((f"sharp-rt {method}", fraction, pruned, seconds, cpu_seconds))
             for fraction in fractions:  # after sharp-rt's: --wait-decimated waits for another process
                 keep = max(1, round(fraction * n))
                 if fraction < 1.0 and (cli or args.decimated):
@@ -186,11 +196,13 @@ def main() -> int:
                     deadline = time.monotonic() + args.wait_decimated
                     while target is not None and not target.exists() and time.monotonic() < deadline:
                         time.sleep(10)
-                    decimated, seconds = decimate_adaptive(
+                    decimated, seconds, cpu_seconds = decimate_adaptive(
                         cli, reference, keep, scratch, args.decimated, stem
                     )
-                    variants.append(("splat-transform --decimate-adaptive", fraction, decimated, seconds))
-            renderers = [Renderer(g, backend="torch", device="cpu") for _, _, g, _ in variants]
+                    variants.append(
+                        ("splat-transform --decimate-adaptive", fraction, decimated, seconds, cpu_seconds)
+                    )
+            renderers = [Renderer(g, backend="torch", device="cpu") for _, _, g, _, _ in variants]
             images: list[list[np.ndarray]] = [[] for _ in variants]
             wall: list[list[float]] = [[] for _ in variants]
             cpu: list[list[float]] = [[] for _ in variants]
@@ -201,7 +213,7 @@ def main() -> int:
                     wall[index].append(time.perf_counter() - started)
                     cpu[index].append(time.process_time() - started_cpu)
             del renderers
-            for index, (method, fraction, g, seconds) in enumerate(variants):
+            for index, (method, fraction, g, seconds, cpu_seconds) in enumerate(variants):
                 scores = [psnr(image, ref) for image, ref in zip(images[index], images[0], strict=True)]
                 ply = write_ply(g, scratch / "v.ply", overwrite=True).stat().st_size / 1e6
                 sog = write_sog(g, scratch / "v.sog", overwrite=True).stat().st_size / 1e6
@@ -211,7 +223,7 @@ def main() -> int:
                 print(
                     f"| {photo_name} | {checkpoint_name} | {method} | {fraction:.0%} | {len(g):,} | "
                     f"{scores[0]:.2f} | {mean:.2f} / {low:.2f} | {ply:.1f} | {sog:.1f} | "
-                    f"{frame:.2f} ({frame_cpu:.2f}) | {seconds:.1f} |",
+                    f"{frame:.2f} ({frame_cpu:.2f}) | {seconds:.1f} ({cpu_seconds:.1f}) |",
                     flush=True,
                 )
     print(f"load {os.getloadavg()[0]:.1f} at the end", flush=True)

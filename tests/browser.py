@@ -55,8 +55,8 @@ def chromium_executable() -> str:
 
 
 @contextlib.contextmanager
-def browser_page(viewport: dict[str, int] | None = None) -> Iterator:
-    """A Playwright page in headless Chromium with a fresh profile; console messages go to ``page.log``."""
+def browser_context(viewport: dict[str, int] | None = None) -> Iterator:
+    """A Playwright browser context: headless Chromium with a fresh profile (closed on exit)."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (extra [test])")
     executable = chromium_executable()
     with tempfile.TemporaryDirectory(prefix="sharp-rt-chromium-") as profile, sync_api.sync_playwright() as p:
@@ -68,13 +68,29 @@ def browser_page(viewport: dict[str, int] | None = None) -> Iterator:
             viewport=viewport or VIEWPORT,
         )
         try:
-            page = context.new_page()
-            page.log = []
-            page.on("console", lambda message: page.log.append(f"{message.type}: {message.text}"))
-            page.on("pageerror", lambda error: page.log.append(f"pageerror: {error}"))
-            yield page
+            yield context
         finally:
             context.close()
+
+
+@contextlib.contextmanager
+def open_page(context) -> Iterator:
+    """A new page of ``context`` (closed on exit); its console messages and page errors go to ``page.log``."""
+    page = context.new_page()
+    page.log = []
+    page.on("console", lambda message: page.log.append(f"{message.type}: {message.text}"))
+    page.on("pageerror", lambda error: page.log.append(f"pageerror: {error}"))
+    try:
+        yield page
+    finally:
+        page.close()
+
+
+@contextlib.contextmanager
+def browser_page(viewport: dict[str, int] | None = None) -> Iterator:
+    """A Playwright page in headless Chromium with a fresh profile; console messages go to ``page.log``."""
+    with browser_context(viewport) as context, open_page(context) as page:
+        yield page
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -86,6 +102,8 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         ".json": "application/json",
         ".ply": "application/octet-stream",
         ".splat": "application/octet-stream",
+        ".sog": "application/zip",
+        ".spz": "application/octet-stream",
     }
 
     def log_message(self, format: str, *args: object) -> None:

@@ -176,6 +176,65 @@ def test_auto_never_picks_int8_and_only_openvino_computes_it(tiny_export):
         check_precision(tiny_export, "fp16", "openvino", "int8")
 
 
+def test_statistic_outputs_are_listed_where_their_activation_is_computed():
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from sharp_rt.engines.openvino_int8 import _outputs_in_graph_order
+
+    x = ops.parameter([1, 8], np.float32, name="x")
+    first = ops.relu(x, name="first")
+    second = ops.sigmoid(first, name="second")
+    own = ops.result(ops.tanh(second, name="last"), name="own")
+    own.input_value(0).get_tensor().set_names({"y"})
+    late = ops.result(ops.reduce_max(ops.abs(second), [0, 1], True, name="late_stat"), name="late")
+    early = ops.result(ops.reduce_min(first, [0, 1], True, name="early_stat"), name="early")
+    model = ov.Model([own, late, early], [x], "statistics")  # NNCF's order: own outputs, then statistics
+
+    reordered = _outputs_in_graph_order(model, {"y"})
+    assert [r.get_friendly_name() for r in reordered.get_results()] == ["early", "late", "own"]
+    sample = {"x": np.linspace(-1, 1, 8, dtype=np.float32)[None]}
+    core = ov.Core()
+    before = core.compile_model(model, "CPU").create_infer_request().infer(sample)
+    after = core.compile_model(reordered, "CPU").create_infer_request().infer(sample)
+    for port in model.outputs:  # the same values under every name
+        name = port.get_any_name()
+        np.testing.assert_array_equal(before[name], after[name])
+    plain = ov.Model([own], [x], "no statistics")
+    assert _outputs_in_graph_order(plain, {"y"}) is plain
+
+
+def test_quantizing_with_statistics_in_graph_order_gives_nncf_s_model(tiny_export):
+    import nncf
+    import openvino as ov
+
+    from sharp_rt.core.contract import read_manifest
+    from sharp_rt.engines.openvino_int8 import FLOAT_TYPES, _quantize
+
+    photos, _check = calibration_photos()
+    resolution = read_manifest(tiny_export).internal_resolution
+    dataset = [calibration_input(p, resolution) for p in photos[:2]]
+    core = ov.Core()
+    model = core.read_model(str(tiny_export / "model.onnx"))
+    names = {name for output in model.outputs for name in output.get_names()}
+    ours = _quantize(nncf, model, dataset, [], names)
+    theirs = nncf.quantize(
+        core.read_model(str(tiny_export / "model.onnx")),
+        nncf.Dataset(dataset),
+        model_type=nncf.ModelType.TRANSFORMER,
+        subset_size=len(dataset),
+        ignored_scope=nncf.IgnoredScope(types=list(FLOAT_TYPES), validate=False),
+    )
+    assert "FakeQuantize" in {op.get_type_name() for op in ours.get_ops()}
+    image, factor = _coffee(tiny_export)
+    inputs = {"image": image, "disparity_factor": factor}
+    config = {"INFERENCE_PRECISION_HINT": "f32"}
+    a = core.compile_model(ours, "CPU", config).create_infer_request().infer(inputs)
+    b = core.compile_model(theirs, "CPU", config).create_infer_request().infer(inputs)
+    for port in ours.outputs:
+        np.testing.assert_array_equal(a[port.get_any_name()], b[port.get_any_name()])
+
+
 def _coffee(export: Path) -> tuple[np.ndarray, np.ndarray]:
     from sharp_rt.core.contract import read_manifest
 

@@ -22,7 +22,6 @@ pytest.importorskip("onnxscript")
 
 from sharp_rt.core.errors import EngineError  # noqa: E402
 from sharp_rt.export.precision_bf16 import (  # noqa: E402
-    choose_openvino_bf16_layout,
     choose_torch_bf16_layout,
     module_of_namespace,
 )
@@ -50,22 +49,30 @@ def bf16_stress_checkpoint(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def bf16_stress_export(tmp_path_factory, bf16_stress_checkpoint):
-    """The stress weights exported to fp32 ONNX (no validation: the fp32 export is not under test)."""
-    pytest.importorskip("onnxruntime")
-    from sharp_rt.export.pipeline import export_engine
-
-    out = tmp_path_factory.mktemp("bf16-stress-export") / "tiny-fp32"
-    export_engine(bf16_stress_checkpoint, precision="fp32", out_dir=out, validate=False)
-    return out
-
-
 def _openvino_with_bf16():
     ov = pytest.importorskip("openvino")
     if "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
         pytest.skip("this CPU has no native bf16: OpenVINO would not run bf16 here")
     return ov
+
+
+@pytest.fixture(scope="module")
+def bf16_cli_export(tmp_path_factory, bf16_stress_checkpoint):
+    """`sharp-rt export -c STRESS --precision bf16 -o DIR`: an fp32 export plus OpenVINO's grown bf16 layout.
+
+    Returns (the export directory, the command's output with its lines unwrapped).
+    """
+    pytest.importorskip("onnxruntime")
+    _openvino_with_bf16()
+    from typer.testing import CliRunner
+
+    from sharp_rt.cli import app
+
+    out = tmp_path_factory.mktemp("bf16-stress-export") / "tiny"
+    args = ["export", "-c", str(bf16_stress_checkpoint), "--precision", "bf16", "-o", str(out)]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    return out, result.output
 
 
 def test_module_of_namespace_reads_the_innermost_predictor_module():
@@ -78,33 +85,69 @@ def test_module_of_namespace_reads_the_innermost_predictor_module():
     assert module_of_namespace(": sharp_rt.export.onnx_export.EngineModule") is None
 
 
-def test_torch_bf16_layout_grows_the_stressed_block_into_float32_until_the_bounds_hold(
-    bf16_stress_checkpoint,
+def test_torch_bf16_engine_grows_its_layout_for_these_weights_records_it_and_reads_it_later(
+    bf16_stress_checkpoint, tmp_path, monkeypatch
 ):
+    """The user path (`sharp-rt predict -c CKPT --backend torch` on a bf16 CPU): grown once, then read."""
+    from sharp_rt.export.precision_bf16 import torch_layout_path
+    from sharp_rt.export.validate import check_outputs, probe_image, reference_outputs
+    from sharp_rt.predict.predictor import EngineSpec
+    from sharp_rt.sharp_ref.checkpoint import predictor_from_state_dict, read_state_dict
+
+    monkeypatch.setenv("SHARP_RT_CACHE", str(tmp_path / "cache"))
+    spec = EngineSpec(checkpoint=bf16_stress_checkpoint, backend="torch", precision="bf16", device="cpu")
     messages: list[str] = []
-    record = choose_torch_bf16_layout(bf16_stress_checkpoint, log=messages.append)
+    engine = spec.open(log=messages.append)
+    layout = engine.info.details["bf16_layout"]
+    assert layout["source"] == "grown for these weights (chosen now)"
+    assert STRESSED in layout["fp32_islands"] and STRESSED in engine.info.details["fp32_islands"]
+    assert any(message.startswith("Choosing the torch bf16 layout") for message in messages)
+    assert any(f"+ {STRESSED}" in message for message in messages)  # which island, and its measured error
+    (record_path,) = (tmp_path / "cache" / "layouts").iterdir()
+    record = json.loads(record_path.read_text())
     rounds = record["validation"]["rounds"]
     assert rounds[0]["status"] == "failed" and rounds[0]["added"] == []  # the shipped 4 islands miss
     assert any("mean_vectors" in failure for failure in rounds[0]["failures"])
-    assert rounds[-1]["status"] == "passed" and record["validation"]["status"] == "passed"
-    grown = [row["module"] for row in record["grown_islands"]]
-    assert grown[0] == STRESSED  # measured first: its bf16 output error is the largest by far
-    assert record["grown_islands"][0]["error"] > 10 * record["grown_islands"][-1]["error"] or len(grown) == 1
-    assert STRESSED in record["fp32_islands"]
-    assert any(f"+ {STRESSED}" in message for message in messages)
-    # the grown layout is what the torch engine runs: it meets the bf16 bounds on a probe
-    from sharp_rt.engines.torch_engine import TorchEngine
-    from sharp_rt.export.validate import check_outputs, probe_image, reference_outputs
-    from sharp_rt.sharp_ref.checkpoint import predictor_from_state_dict, read_state_dict
-
+    assert rounds[-1]["status"] == "passed"
+    assert record["grown_islands"][0]["module"] == STRESSED  # measured first: the largest bf16 error
+    assert record_path == torch_layout_path(record["checkpoint_sha256"])
+    # the grown layout meets the bf16 bounds on a probe
     state = read_state_dict(bf16_stress_checkpoint)
     image, factor = probe_image(384, photo="china.jpg")
     reference = reference_outputs(predictor_from_state_dict(state, tiny_config()), image, factor)
-    engine = TorchEngine(
-        predictor_from_state_dict(state, tiny_config()), "cpu", "bf16", fp32_islands=record["fp32_islands"]
-    )
-    assert STRESSED in engine.info.details["fp32_islands"]
     assert check_outputs(engine.run(image, factor), reference, "bf16").passed
+    # a later open reads the record: nothing is chosen again
+    later: list[str] = []
+    again = spec.open(log=later.append)
+    assert again.info.details["bf16_layout"]["source"] == "grown for these weights (recorded)"
+    assert not later
+
+
+def test_torch_bf16_refused_for_these_weights_runs_auto_in_fp32_and_refuses_explicit_bf16(
+    tiny_checkpoint, tmp_path, monkeypatch
+):
+    from sharp_rt._version import __version__
+    from sharp_rt.export.precision_bf16 import TORCH_LAYOUT_FORMAT, torch_layout_path
+    from sharp_rt.predict.predictor import EngineSpec
+    from sharp_rt.sharp_ref.checkpoint import file_sha256
+
+    monkeypatch.setenv("SHARP_RT_CACHE", str(tmp_path / "cache"))
+    sha256 = file_sha256(tiny_checkpoint)
+    path = torch_layout_path(sha256)
+    path.parent.mkdir(parents=True)
+    reason = "bf16 (torch) cannot meet its validation bounds on these weights (test)"
+    record = {"format": TORCH_LAYOUT_FORMAT, "checkpoint_sha256": sha256, "sharp_rt": __version__}
+    path.write_text(
+        json.dumps({**record, "status": "refused", "reason": reason, "hint": "use --precision fp32"})
+    )
+    messages: list[str] = []
+    engine = EngineSpec(checkpoint=tiny_checkpoint, backend="torch", precision="auto", device="cpu")
+    opened = engine.decided().open(log=messages.append)
+    if engine.decided().choice.precision == "bf16":  # a CPU with bf16 units: auto chose bf16, then fp32
+        assert opened.info.precision == "fp32" and any("running fp32" in m for m in messages)
+    with pytest.raises(EngineError) as info:
+        EngineSpec(checkpoint=tiny_checkpoint, backend="torch", precision="bf16", device="cpu").open()
+    assert reason in info.value.message and "--precision fp32" in info.value.hint
 
 
 def test_torch_bf16_layout_that_cannot_meet_its_bounds_fails_naming_fp32(bf16_stress_checkpoint):
@@ -114,9 +157,9 @@ def test_torch_bf16_layout_that_cannot_meet_its_bounds_fails_naming_fp32(bf16_st
     assert "--precision fp32" in info.value.hint
 
 
-def test_openvino_keeps_marked_nodes_in_float32_under_the_bf16_hint(bf16_stress_export):
+def test_openvino_keeps_marked_nodes_in_float32_under_the_bf16_hint(bf16_cli_export):
     """The mechanism: DisablePrecisionConversion in the IR's rt_info; the CPU plugin runs those ops in f32."""
-    _openvino_with_bf16()
+    bf16_stress_export, _ = bf16_cli_export
     from sharp_rt.engines.openvino_engine import OpenVinoEngine, runtime_precisions
     from sharp_rt.export.precision_bf16 import onnx_nodes_in_islands
 
@@ -134,26 +177,34 @@ def test_openvino_keeps_marked_nodes_in_float32_under_the_bf16_hint(bf16_stress_
     island.close()
 
 
-def test_openvino_bf16_layout_is_grown_recorded_and_used_at_every_later_open(
-    bf16_stress_export, bf16_stress_checkpoint
+def test_export_bf16_grows_openvino_islands_prints_them_and_records_them_for_every_later_open(
+    bf16_cli_export, bf16_stress_checkpoint
 ):
-    _openvino_with_bf16()
     from sharp_rt.core.contract import open_manifest
+    from sharp_rt.engines.choice import Machine, choose_artifact_engine
     from sharp_rt.engines.openvino_engine import OpenVinoEngine, bf16_layout_path
     from sharp_rt.export.validate import check_outputs, probe_image, reference_outputs
     from sharp_rt.sharp_ref.checkpoint import predictor_from_state_dict, read_state_dict
 
-    messages: list[str] = []
-    record = choose_openvino_bf16_layout(bf16_stress_export, bf16_stress_checkpoint, log=messages.append)
-    rounds = record["validation"]["rounds"]
+    export, output = bf16_cli_export
+    lines = output.splitlines()
+    assert f"+ {STRESSED} (monodepth DPT fusion 0): bf16 output error" in output  # what and why
+    assert f"bf16 layout for OpenVINO: 1 float32 island(s) grown ({STRESSED})" in lines[-1]
+    manifest = open_manifest(export)
+    assert manifest.precision == "fp32" and manifest.validation["status"] == "passed"
+    section = manifest.raw["layout"]["bf16"]
+    assert section["status"] == "passed" and section["engine"] == "openvino"
+    rounds = section["validation"]["rounds"]
     assert rounds[0]["status"] == "failed" and rounds[0]["added"] == []  # OpenVINO's own bf16 misses
-    assert rounds[-1]["status"] == "passed"
-    assert record["grown_islands"][0]["module"] == STRESSED and record["fp32_nodes"]
-    assert any(f"+ {STRESSED}" in message for message in messages)
-    path = bf16_layout_path(open_manifest(bf16_stress_export))
-    assert json.loads(path.read_text())["fp32_islands"] == record["fp32_islands"]
-    # a later open (no fp32_nodes given) reads the recorded layout, and its blob is cached per layout
-    engine = OpenVinoEngine(bf16_stress_export, precision="bf16", threads=2)
+    assert rounds[-1] == {"added": [STRESSED], "status": "passed", "failures": []}
+    assert [row["module"] for row in section["grown_islands"]] == [STRESSED]
+    record = json.loads(bf16_layout_path(manifest).read_text())
+    assert record["fp32_islands"] == section["fp32_islands"] and record["fp32_nodes"]
+    # predict's default on a bf16 CPU opens it with that layout, which meets the bounds on a probe
+    machine = Machine(frozenset({"openvino", "onnxruntime", "torch"}), False, "AVX512-BF16")
+    choice = choose_artifact_engine(export, machine=machine)
+    assert (choice.backend, choice.precision) == ("openvino", "bf16")
+    engine = OpenVinoEngine(export, precision="bf16", threads=2)
     layout = engine.info.details["bf16_layout"]
     assert layout["source"].startswith("grown for these weights") and STRESSED in layout["fp32_islands"]
     assert layout["runtime_f32_ops"] > 0
@@ -162,26 +213,32 @@ def test_openvino_bf16_layout_is_grown_recorded_and_used_at_every_later_open(
     reference = reference_outputs(predictor_from_state_dict(state, tiny_config()), image, factor)
     assert check_outputs(engine.run(image, factor), reference, "bf16").passed
     engine.close()
-    again = choose_openvino_bf16_layout(bf16_stress_export, bf16_stress_checkpoint)  # recorded: not regrown
-    assert again["fp32_islands"] == record["fp32_islands"]
 
 
-def test_openvino_bf16_layout_that_cannot_meet_its_bounds_records_nothing_and_names_fp32(
-    tmp_path, bf16_stress_export, bf16_stress_checkpoint
+def test_export_bf16_that_cannot_meet_its_bounds_fails_naming_fp32_and_predict_then_runs_fp32(
+    tmp_path, bf16_stress_checkpoint
 ):
     _openvino_with_bf16()
-    import shutil
-
+    pytest.importorskip("onnxruntime")
     from sharp_rt.core.contract import open_manifest
-    from sharp_rt.engines.openvino_engine import bf16_layout_path
+    from sharp_rt.engines.choice import Machine, choose_artifact_engine
+    from sharp_rt.engines.openvino_engine import OpenVinoEngine, bf16_layout_path
+    from sharp_rt.export.pipeline import export_engine
 
-    export = tmp_path / "export"
-    shutil.copytree(bf16_stress_export, export, ignore=shutil.ignore_patterns("openvino-cache"))
-    with pytest.raises(EngineError) as info:
-        choose_openvino_bf16_layout(export, bf16_stress_checkpoint, max_islands=0)
+    out = tmp_path / "export"
+    with pytest.raises(EngineError) as info:  # no growth allowed: the shipped (empty) layout misses
+        export_engine(bf16_stress_checkpoint, precision="bf16", out_dir=out, grow_islands=False)
     assert "bf16 (OpenVINO) cannot meet its validation bounds" in info.value.message
     assert "--precision fp32" in info.value.hint
-    assert not bf16_layout_path(open_manifest(export)).exists()
+    manifest = open_manifest(out)  # the fp32 export is kept, and says bf16 was refused
+    assert manifest.precision == "fp32" and manifest.raw["layout"]["bf16"]["status"] == "refused"
+    assert not bf16_layout_path(manifest).exists()
+    machine = Machine(frozenset({"openvino", "onnxruntime", "torch"}), False, "AVX512-BF16")
+    choice = choose_artifact_engine(out, machine=machine)
+    assert (choice.backend, choice.precision) == ("openvino", "fp32") and "refused" in choice.reason
+    with pytest.raises(EngineError) as explicit:
+        OpenVinoEngine(out, precision="bf16")
+    assert "--precision fp32" in explicit.value.hint
 
 
 def test_torch_bf16_islands_compute_on_the_float32_weights_not_on_bf16_rounded_ones(tiny_state):
@@ -197,3 +254,82 @@ def test_torch_bf16_islands_compute_on_the_float32_weights_not_on_bf16_rounded_o
             assert parameter.dtype == torch.float32 and torch.equal(parameter, original), f"{path}.{name}"
     outside = model.monodepth_model.monodepth_predictor.decoder.fusions[0].out_conv.weight
     assert outside.dtype == torch.bfloat16
+
+
+# --- island candidates for the casts between the networks (issue 23: inputs, encodings, hand-offs) ---
+
+
+def test_bf16_with_every_network_an_island_rounds_nothing_inputs_and_hand_offs_stay_float32(tiny_state):
+    """Whole-network islands take the image and feature input unrounded, hand float32 to float32 consumers."""
+    from sharp_rt.export.validate import probe_image, reference_outputs
+    from sharp_rt.sharp_ref import predictor_from_state_dict
+    from sharp_rt.sharp_ref.mixed_precision import float32_inputs
+
+    islands = {"monodepth_model": "", "feature_model": "", "prediction_head": ""}
+    assert float32_inputs(islands) == {"image", "feature_input"}
+    image, factor = probe_image(384, photo="china.jpg")
+    reference = reference_outputs(predictor_from_state_dict(tiny_state, tiny_config()), image, factor)
+    model = predictor_from_state_dict(tiny_state, tiny_config()).to_compute_dtype(torch.bfloat16, islands)
+    assert model.monodepth_model.output_dtype is None and model.feature_model.output_dtype is None
+    outputs = reference_outputs(model, image, factor)
+    for name, value in outputs.items():  # nothing left to round: equal to fp32 (the same float32 ops)
+        np.testing.assert_array_equal(value, reference[name], err_msg=name)
+    # the monodepth network alone: its input is unrounded, its encodings go to bf16 consumers in bf16
+    alone = predictor_from_state_dict(tiny_state, tiny_config()).to_compute_dtype(
+        torch.bfloat16, {"monodepth_model": ""}
+    )
+    assert alone.monodepth_model.output_dtype == torch.bfloat16
+    assert float32_inputs({"monodepth_model": ""}) == {"image"}
+
+
+def test_bf16_growth_tries_each_whole_network_alone_after_the_modules_and_never_all_float32():
+    """The growth policy on a made-up ranking: module islands first, then each whole network on its own."""
+    from sharp_rt.export.precision_bf16 import grow_bf16_islands
+
+    ranking = [
+        {"module": "feature_model.fusion", "what": "fusion", "error": 0.05},
+        {"module": STRESSED, "what": "fusion 0", "error": 0.04},
+        {"module": "monodepth_model", "what": "monodepth network", "error": 0.03, "level": "network"},
+        {"module": "feature_model", "what": "Gaussian decoder", "error": 0.02, "level": "network"},
+    ]
+    ranking = [{**row, "rank": rank} for rank, row in enumerate(ranking, start=1)]
+    base = {"prediction_head": "delta head"}
+
+    def run(passes):
+        tried: list[list[str]] = []
+
+        def evaluate(islands):
+            tried.append(sorted(islands))
+            ok = passes(islands)
+            return {
+                "status": "passed" if ok else "failed",
+                "failures": [] if ok else ["mean_vectors: 6.7e-02"],
+            }
+
+        return tried, grow_bf16_islands(evaluate, lambda: ranking, base, engine="torch")
+
+    with pytest.raises(EngineError) as info:
+        run(lambda islands: False)
+    assert "no whole network on its own helps" in info.value.message and "--precision fp32" in info.value.hint
+    tried, record = run(lambda islands: "monodepth_model" in islands)
+    assert tried == [
+        ["prediction_head"],
+        ["feature_model.fusion", "prediction_head"],
+        ["feature_model.fusion", STRESSED, "prediction_head"],
+        ["monodepth_model", "prediction_head"],  # the module islands dropped: the network alone, on the base
+    ]
+    assert sorted(record["fp32_islands"]) == ["monodepth_model", "prediction_head"]
+    assert [row["module"] for row in record["grown_islands"]] == ["monodepth_model"]
+    assert [row["added"] for row in record["validation"]["rounds"]][-1] == ["monodepth_model"]
+    # a base with the Gaussian decoder float32 already: the monodepth network would make it fp32, never tried
+    tried = []
+
+    def evaluate(islands):
+        tried.append(sorted(islands))
+        return {"status": "failed", "failures": ["mean_vectors: 6.7e-02"]}
+
+    with pytest.raises(EngineError):
+        grow_bf16_islands(
+            evaluate, lambda: ranking[2:3], {"feature_model": "", "prediction_head": ""}, engine="x"
+        )
+    assert tried == [["feature_model", "prediction_head"]]

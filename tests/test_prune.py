@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from sharp_rt.cli import app
 from sharp_rt.core.errors import SharpError
+from sharp_rt.runtime import prune
 from sharp_rt.runtime.gaussians import Gaussians
 from sharp_rt.runtime.ply import read_ply
 from sharp_rt.runtime.prune import (
@@ -141,6 +142,49 @@ def test_merging_takes_the_pair_whose_merge_changes_the_image_least():
     merged = reduce_gaussians(g, 3)
     np.testing.assert_array_equal(merged.mean_vectors[1:], g.mean_vectors[2:])
     np.testing.assert_allclose(merged.mean_vectors[0], [0.005, 0, 1], atol=1e-6)
+
+
+def test_rounds_below_half_merge_at_most_15_percent_from_more_candidates(golden, monkeypatch):
+    # Below half the input (the L2 phase) a round removes at most L2_MERGED_PER_ROUND of the
+    # Gaussians, the cheapest of the mutual-best pairs, from L2_ORDERINGS Z-curves of candidates.
+    rounds = []
+    original = prune._candidate_pairs
+
+    def recording(e, round_number, orderings=prune.ORDERINGS):
+        rounds.append((len(e), orderings))
+        return original(e, round_number, orderings)
+
+    monkeypatch.setattr(prune, "_candidate_pairs", recording)
+    n, keep = len(golden), len(golden) // 10
+    assert len(reduce_gaussians(golden, keep)) == keep
+    above = {k for count, k in rounds if count > n // 2}
+    below = [(count, k) for count, k in rounds if count <= n // 2]
+    assert above == {prune.ORDERINGS} and {k for _, k in below} == {prune.L2_ORDERINGS}
+    counts = [count for count, _ in below]
+    for before, after in zip(counts, [*counts[1:], keep], strict=True):
+        assert 0 < before - after <= max(1, int(0.15 * before)), (before, after)
+
+
+def test_smaller_rounds_below_half_render_the_photo_view_closer_than_merging_every_mutual_pair(
+    golden, monkeypatch
+):
+    # Merging every mutual-best pair per round (the previous L2 phase: rounds of up to 25 %, 3
+    # Z-curves) keeps the photo's view less well at 10 % of the Gaussians than the default.
+    from sharp_rt.render import Camera, Renderer
+
+    width, height = golden.image_size
+    camera = Camera.for_gaussians(golden, (width // 4, height // 4))
+    reference = Renderer(golden, backend="torch", device="cpu").render(camera).image
+
+    def error(g: Gaussians) -> float:
+        image = Renderer(g, backend="torch", device="cpu").render(camera).image
+        return float(np.mean((np.asarray(image, np.float64) - reference) ** 2))
+
+    keep = len(golden) // 10
+    default = error(reduce_gaussians(golden, keep))
+    monkeypatch.setattr(prune, "L2_MERGED_PER_ROUND", 0.25)
+    monkeypatch.setattr(prune, "L2_ORDERINGS", 3)
+    assert default < error(reduce_gaussians(golden, keep))
 
 
 def test_prune_returns_exactly_n_finite_gaussians_that_writers_take(tmp_path, golden):

@@ -16,9 +16,17 @@ from sharp_rt.cli import app
 from sharp_rt.core.errors import SharpError
 from sharp_rt.predict.outputs import OutputFormat, is_complete_output
 from sharp_rt.predict.predictor import EngineSpec
+from sharp_rt.runtime.ply import read_ply
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'sharp-rt[ray]')")
-from sharp_rt.scaleout.ray_batch import CRASH_ONCE_ENV, RayOptions, plan_resources  # noqa: E402
+from sharp_rt.scaleout.ray_batch import (  # noqa: E402
+    CRASH_ONCE_ENV,
+    IO_TASK_CPUS,
+    PRUNE_TASK_CPUS,
+    RayOptions,
+    plan_resources,
+    write_task_cpus,
+)
 
 runner = CliRunner()
 
@@ -76,6 +84,25 @@ def test_ray_writes_compressed_ply_and_viewer_settings(local_cluster, tmp_path, 
     assert is_complete_output(out / "coffee.compressed.ply", fmt=OutputFormat.compressed_ply)
 
 
+def test_ray_prunes_each_output_as_the_single_process_run_does(local_cluster, tmp_path, tiny_checkpoint):
+    """--max-gaussians on Ray: the write tasks prune with the single-process path's function (the same
+    bytes, N Gaussians), and a rerun with the same N resumes."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(DATA / "coffee.png", folder / "coffee.png")
+    single = tmp_path / "single"
+    args = ["predict", str(folder), "-o", str(single), "-c", str(tiny_checkpoint), "--backend", "torch"]
+    args += ["--device", "cpu", "--precision", "fp32", "--threads", "1", "--max-gaussians", "5000"]
+    assert runner.invoke(app, args).exit_code == 0
+    out = tmp_path / "out"
+    result = ray_predict(folder, out, tiny_checkpoint, "--max-gaussians", "5000")
+    assert result.exit_code == 0, result.output
+    assert len(read_ply(out / "coffee.ply")) == 5000
+    assert (out / "coffee.ply").read_bytes() == (single / "coffee.ply").read_bytes()
+    again = ray_predict(folder, out, tiny_checkpoint, "--max-gaussians", "5000")
+    assert again.exit_code == 0 and "already has a complete output" in again.output
+
+
 def test_killed_worker_is_restarted_and_no_image_is_lost(
     local_cluster, photo_folder, tmp_path, tiny_checkpoint, single_process_outputs, monkeypatch
 ):
@@ -121,6 +148,16 @@ def test_cpu_cluster_shares_cpus_between_actors_and_io_tasks():
     resources = plan_resources(RayOptions(workers=2), SPEC, {"CPU": 2.0})
     assert (resources.workers, resources.cpus_per_worker, resources.gpus_per_worker) == (2, 0.75, 0.0)
     assert resources.threads == 1
+
+
+def test_pruning_write_tasks_get_a_whole_cpu_beside_the_actors():
+    """A write task that prunes reserves PRUNE_TASK_CPUS (1), and the actors leave room for it."""
+    assert write_task_cpus(None, None) == IO_TASK_CPUS
+    assert write_task_cpus(5000, None) == write_task_cpus(None, 0.5) == PRUNE_TASK_CPUS == 1.0
+    resources = plan_resources(RayOptions(workers=2), SPEC, {"CPU": 4.0}, write_cpus=PRUNE_TASK_CPUS)
+    assert resources.cpus_per_worker == (4.0 - IO_TASK_CPUS - PRUNE_TASK_CPUS) / 2
+    with pytest.raises(SharpError, match="leave no CPU"):
+        plan_resources(RayOptions(workers=1, cpus_per_worker=1), SPEC, {"CPU": 2.0}, write_cpus=1.0)
 
 
 def test_gpu_cluster_defaults_to_one_actor_per_gpu():

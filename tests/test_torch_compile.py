@@ -110,13 +110,14 @@ def test_aoti_export_refuses_what_it_cannot_build(tmp_path, tiny_checkpoint):
     assert not (tmp_path / "out").exists()
 
 
-def test_onnx_export_refuses_bf16_and_points_to_aoti(tmp_path, tiny_checkpoint):
-    result = runner.invoke(
-        app, ["export", "-c", str(tiny_checkpoint), "--precision", "bf16", "-o", str(tmp_path / "out")]
-    )
+def test_tensorrt_export_refuses_bf16_and_points_to_openvino_and_aoti(tmp_path, tiny_checkpoint):
+    # (bf16 with the ONNX target is an fp32 export plus OpenVINO's bf16 layout: tests/test_precision_bf16.py)
+    args = ["export", "-c", str(tiny_checkpoint), "--precision", "bf16", "--target", "tensorrt"]
+    result = runner.invoke(app, [*args, "-o", str(tmp_path / "out")])
     assert result.exit_code == 2, result.output
     output = " ".join(result.output.split())  # the console wraps long lines
-    assert "fp32 or fp16, not 'bf16'" in output and "--target aoti --precision bf16" in output
+    assert "fp32 or fp16, not 'bf16'" in output
+    assert "`--target onnx` for OpenVINO, `--target aoti` for torch" in output
 
 
 def _here(device: str = "cpu") -> dict:

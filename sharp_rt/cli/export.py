@@ -72,7 +72,8 @@ def export_command(
         typer.Option(
             "--precision",
             help="fp32, fp16 (ONNX: mixed precision carried by the graph; aoti: CUDA only), "
-            "or bf16 (aoti only).",
+            "or bf16 (ONNX: an fp32 export plus OpenVINO's bf16 layout chosen for these weights; "
+            "aoti: a torch bf16 package).",
         ),
     ] = PrecisionOption.fp32,
     target: Annotated[
@@ -243,6 +244,15 @@ def _report(result) -> None:
         result.seconds,
         result.peak_rss_mib / 1024,
     )
+    bf16 = (manifest.raw.get("layout") or {}).get("bf16")
+    if bf16 and bf16.get("status") == "passed":
+        grown = [row["module"] for row in bf16.get("grown_islands", [])]
+        show(
+            "bf16 layout for OpenVINO: {}, within the bf16 bounds on the probe photos",
+            f"{len(grown)} float32 island(s) grown ({', '.join(grown)})"
+            if grown
+            else "OpenVINO's own (no float32 islands needed)",
+        )
     if not result.passed:
         failures = "; ".join(manifest.validation.get("failures", []))
         show("[bold red]error:[/] validation against the reference failed: {}", failures)

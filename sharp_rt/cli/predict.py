@@ -65,8 +65,10 @@ def collect_images(inputs: list[str]) -> list[Path]:
 
 def open_engine(spec: EngineSpec):
     """Open ``spec``'s engine; a first-run build (``spec.engine_cache``) shows each step live and one line."""
-    if not spec.engine_cache:
+    if not spec.engine_cache and not spec.uses_torch:
         return spec.open()
+    if not spec.engine_cache:  # torch: a bf16 layout chosen for these weights on first use shows its steps
+        return spec.open(log=lambda line: show("{}", line), stage=live_stage)
     with library_noise(verbose=False):
         return spec.open(log=lambda line: show("{}", line), stage=live_stage)
 
@@ -187,9 +189,8 @@ def predict_command(
 
             options = RayOptions(ray, workers, gpus_per_worker, cpus_per_worker, max_retries)
             settings = {"overwrite": overwrite, "viewer_settings": viewer_settings, "options": options}
-            on_ray(
-                todo, spec, fmt, report, num_gaussians, focal_rule=focal_rule.value, focal=focal, **settings
-            )
+            settings |= {"focal_rule": focal_rule.value, "max_gaussians": max_gaussians, "prune": prune}
+            on_ray(todo, spec, fmt, report, num_gaussians, focal=focal, **settings)
     show_failures(report.failures)
     if view:
         view_first_result(images, batch.plan, fmt, num_gaussians, browser=not no_browser)
@@ -207,7 +208,8 @@ def on_ray(
 ) -> None:
     """``--ray``: claim every target up front (Ray gets all rows at once), then report the runner's results.
 
-    settings: ``predict_on_ray``'s keywords (overwrite, viewer_settings, options, focal_rule, focal).
+    settings: ``predict_on_ray``'s keywords (overwrite, viewer_settings, options, focal_rule, focal,
+    max_gaussians, prune).
     """
     from sharp_rt.predict.outputs import ClaimedTodo, stop_when_disk_full
     from sharp_rt.scaleout.ray_batch import predict_on_ray

@@ -174,12 +174,6 @@ def check_run_mode(
             hint="drop them, or drop --server to run an engine here",
         )
     check_prune_options(max_gaussians, prune)
-    if ray is not None and (max_gaussians is not None or prune is not None):
-        raise SharpError(
-            "--max-gaussians / --prune do not apply to --ray runs yet",
-            hint="run without --ray, or prune the files afterwards in Python "
-            "(sharp_rt.runtime.prune_gaussians)",
-        )
     if depth and importlib.util.find_spec("torch") is None:
         raise SharpError(
             "--depth renders the splat's depth at the photo's camera, which needs torch",

@@ -39,6 +39,9 @@ def show_engine(info: EngineInfo, seconds: float, precision: str = "auto") -> No
         reasons.append(part)
     why = "; ".join(reasons)
     compiled = ", compiled" if info.details.get("compiled") else ""
+    layout = info.details.get("bf16_layout") or {}  # issue 23: a layout chosen for these weights
+    if str(layout.get("source", "")).startswith("grown") and info.precision == "bf16":
+        compiled += f", {len(layout.get('fp32_islands', []))} float32 island(s) chosen for these weights"
     show(
         "Engine: {} ({}, {}{}), {} px, loaded in {:.1f} s{}",
         *(info.backend, info.precision, info.device, compiled, info.resolution, seconds),

@@ -258,6 +258,9 @@ def _cpu_choice(
     fp32_artifact = _pick(artifacts, "fp32")
     any_artifact = fp32_artifact or artifacts[0]
     has = machine.backends.__contains__
+    refused = any_artifact.manifest is not None and _bf16_refused(any_artifact.manifest)
+    if refused and bf16_ok and precision == "auto":  # its export found bf16 missing its bounds here
+        bf16_ok = False
     if bf16_ok and has("openvino"):
         return Choice(
             "openvino",
@@ -282,6 +285,8 @@ def _cpu_choice(
             hint="pip install 'sharp-rt[openvino]'" if machine.bf16_unit else "use --precision fp32",
         )
     why = "fp32 requested" if precision == "fp32" else "no bf16 units on this CPU"
+    if refused and precision == "auto" and machine.bf16_unit:
+        why = "bf16 refused for these weights when they were exported (`sharp-rt export --precision bf16`)"
     if precision == "fp16":  # an export-precision request: the engine's manifest check refuses a mismatch
         artifact = _pick(artifacts, "fp16") or artifacts[0]
         return Choice("onnxruntime", "fp16", artifact.directory, "fp16 requested")
@@ -306,6 +311,12 @@ def _cpu_choice(
         "No inference backend is installed that can run the export",
         hint="pip install 'sharp-rt[openvino]' (CPU) or 'sharp-rt[onnxruntime]'",
     )
+
+
+def _bf16_refused(manifest: Manifest) -> bool:
+    """Whether the export's ``layout.bf16`` records that bf16 was refused for its weights."""
+    section = (manifest.raw.get("layout") or {}).get("bf16") or {}
+    return section.get("status") == "refused"
 
 
 def _int8_choice(machine: Machine, artifacts: list[ArtifactOption]) -> Choice:

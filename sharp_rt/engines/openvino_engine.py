@@ -195,6 +195,15 @@ def bf16_fp32_nodes(manifest: Manifest, requested: Collection[str] | None) -> tu
     }
 
 
+def bf16_refusal(manifest: Manifest) -> str | None:
+    """Why ``sharp-rt export --precision bf16`` refused bf16 for this export's weights, if it did.
+
+    Read from the manifest's ``layout.bf16`` (``status: refused``); None when bf16 was not refused.
+    """
+    section = (manifest.raw.get("layout") or {}).get("bf16") or {}
+    return section.get("reason", "bf16 misses its bounds") if section.get("status") == "refused" else None
+
+
 def _op_source(op) -> str:
     """The ONNX node an OpenVINO op came from: its friendly name up to the first '/'."""
     return op.get_friendly_name().split("/")[0]
@@ -280,6 +289,14 @@ class OpenVinoEngine(Engine):
         core = ov.Core()
         capabilities = cpu_capabilities(core)
         self.precision, reason = resolve_precision(precision, capabilities, read_cpu_info().bf16_unit)
+        refused = bf16_refusal(self.manifest) if self.precision == "bf16" else None
+        if refused and precision == "auto":
+            self.precision, reason = "fp32", f"auto: bf16 was refused for these weights at export ({refused})"
+        elif refused:
+            raise EngineError(
+                f"bf16 was refused for these weights when {self.manifest.directory} was exported: {refused}",
+                hint="use --precision fp32 (or auto, which picks fp32 for this export)",
+            )
         if calibration is not None and self.precision != "int8":
             raise EngineError("--calibration applies to --precision int8", hint="add --precision int8")
         self.model_path = self.manifest.onnx_path

@@ -5,8 +5,9 @@ int8_model(manifest, calibration=None)                       (under a lock; cach
   calibration_photos(DIR | shipped)  ─> preprocess as `sharp-rt predict` ─> calibration inputs
   reference: OpenVINO fp32 on the held-out check photo
   rank the MatMul weights by their int8 rounding error (per output channel, symmetric)
-  round k: nncf.quantize(model.onnx, ignored = every convolution + the excluded MatMuls)
-           ─> run on the check photo ─> per-Gaussian errors against fp32 ─> within INT8_BOUNDS? done
+  round k: nncf.quantize(model.onnx, ignored = every convolution + the excluded MatMuls;
+                        statistics outputs in graph order) ─> model.xml (staging folder)
+           ─> run it on the check photo ─> per-Gaussian errors against fp32 ─> within INT8_BOUNDS? done
            else exclude the next 1, 2, 4, ... MatMuls of the ranking and quantize again
   ─> <cache>/int8-<key>/model.xml + model.bin + int8.json (the layout, the rounds, the errors)
 ```
@@ -36,6 +37,11 @@ int8_model(manifest, calibration=None)                       (under a lock; cach
   and range statistics), OpenVINO fp32 once on the check photo, then the int8 model once per
   round; on ``tiny`` 10-45 s, on ``tiny1536`` 157 s (loaded machine).  Loading a cached
   int8 model does not import NNCF (NNCF imports torch when torch is installed; the build does).
+* Memory: NNCF's statistics models run with their outputs reordered
+  (:func:`_statistics_in_graph_order`), so a statistics pass peaks like a plain fp32 forward;
+  as NNCF ships them they kept every activation a statistic reads until the end of the forward
+  (the full model's build was killed past 20 GB on a 24 GB machine).  The quantized graph is
+  saved and freed before the check compiles it.  ``int8.json`` records the build's peak RSS.
 
 Never imports torch itself.
 """
@@ -43,10 +49,12 @@ Never imports torch itself.
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -372,12 +380,13 @@ def _build(manifest, photos: list[Path], check: Path, out: Path, threads, log, h
         config["INFERENCE_NUM_THREADS"] = int(threads)
 
     def run(model, precision_hint: str = "f32") -> dict[str, np.ndarray]:
+        # from a path: OpenVINO frees the parsed graph and maps the weights (the lower peak)
         compiled = core.compile_model(model, "CPU", {**config, "INFERENCE_PRECISION_HINT": precision_hint})
         result = compiled.create_infer_request().infer(check_input)
         return {port.get_any_name(): np.array(value) for port, value in result.to_dict().items()}
 
     log(f"int8: OpenVINO fp32 reference on the check photo {check.name}")
-    reference = run(core.read_model(str(manifest.onnx_path)))
+    reference = run(str(manifest.onnx_path))
     ranking = weight_ranking(core.read_model(str(manifest.onnx_path)))
     excluded: list[str] = []
     rounds = []
@@ -386,14 +395,16 @@ def _build(manifest, photos: list[Path], check: Path, out: Path, threads, log, h
             f"int8: quantizing ({len(ranking) - len(excluded)} of {len(ranking)} weighted MatMuls in int8, "
             f"{len(dataset)} calibration photos)"
         )
-        quantized = nncf.quantize(
-            core.read_model(str(manifest.onnx_path)),
-            nncf.Dataset(dataset),
-            model_type=nncf.ModelType.TRANSFORMER,
-            subset_size=len(dataset),
-            ignored_scope=nncf.IgnoredScope(names=list(excluded), types=list(FLOAT_TYPES), validate=False),
-        )
-        summary, failures = check_bounds(gaussian_errors(run(quantized, hint), reference))
+        model = core.read_model(str(manifest.onnx_path))
+        output_names = {name for output in model.outputs for name in output.get_names()}
+        quantized = _quantize(nncf, model, dataset, excluded, output_names)
+        del model
+        # saved first and checked as saved: the check runs the file the cache will hold, and the
+        # quantized graph (its SmoothQuant-scaled float weights) is freed before that compile
+        ov.save_model(quantized, str(out / "model.xml"), compress_to_fp16=False)
+        del quantized
+        gc.collect()
+        summary, failures = check_bounds(gaussian_errors(run(str(out / "model.xml"), hint), reference))
         rounds.append({"excluded": len(excluded), "errors": summary, "failures": failures})
         if not failures:
             break
@@ -406,7 +417,6 @@ def _build(manifest, photos: list[Path], check: Path, out: Path, threads, log, h
                 hint="use --precision bf16 (or auto)",
             )
         excluded += left[: 2 ** (len(rounds) - 1)]
-    ov.save_model(quantized, str(out / "model.xml"), compress_to_fp16=False)
     record = {
         "format": "sharp-rt-openvino-int8",
         "export": {"files": files_of(manifest), "config": manifest.config},
@@ -421,6 +431,7 @@ def _build(manifest, photos: list[Path], check: Path, out: Path, threads, log, h
         "bounds": {name: {"within": w, "max": m} for name, (w, m) in INT8_BOUNDS.items()},
         "rounds": rounds,
         "seconds": round(time.perf_counter() - started, 1),
+        "peak_rss_mib": _peak_rss_mib(),
         "files": {name: (out / name).stat().st_size for name in ("model.xml", "model.bin")},
     }
     text = json.dumps(record, indent=2)
@@ -429,6 +440,104 @@ def _build(manifest, photos: list[Path], check: Path, out: Path, threads, log, h
         handle.flush()
         os.fsync(handle.fileno())
     return record
+
+
+def _quantize(nncf, model, dataset: list[dict[str, np.ndarray]], excluded: list[str], output_names: set[str]):
+    """``nncf.quantize`` as NNCF documents it for transformers; returns the quantized ``openvino.Model``.
+
+    ``ModelType.TRANSFORMER`` (SmoothQuant, symmetric per-channel weights, per-tensor activation
+    ranges, fast bias correction), every convolution and the ``excluded`` MatMuls left in float.
+    NNCF's statistics models run with their outputs in graph order
+    (:func:`_statistics_in_graph_order`): the same model and statistics, the peak memory of a
+    plain fp32 forward.  output_names: the model's own output tensor names.
+    """
+    with _statistics_in_graph_order(output_names):
+        return nncf.quantize(
+            model,
+            nncf.Dataset(dataset),
+            model_type=nncf.ModelType.TRANSFORMER,
+            subset_size=len(dataset),
+            ignored_scope=nncf.IgnoredScope(names=list(excluded), types=list(FLOAT_TYPES), validate=False),
+        )
+
+
+@contextlib.contextmanager
+def _statistics_in_graph_order(output_names: set[str]) -> Iterator[None]:
+    """While active, NNCF's OpenVINO statistics models list each statistic output where it is computed.
+
+    Why: NNCF (3.4, ``OVStatisticsAggregator``) appends its statistic branches (``Abs`` ->
+    ``ReduceMax`` -> ``Result``, ``ReduceMin``, ``ShapeOf``, ...) after the model's own outputs,
+    and OpenVINO's CPU plugin then runs every branch after the whole forward (``tiny``, one
+    reduction per MatMul input: execution positions 1178-1344 of 1345; reordered: 21-660), so
+    every activation a statistic reads stays allocated until the end.  On the full model that is each
+    MatMul input of 48 ViT-L blocks (35 patches x 577 tokens: ~0.6 GB per block), and the build
+    grew past 20 GB and was killed (docs/benchmarks.md, "Full model, int8").  Listing the
+    statistic outputs first, in the topological order of the activation each one reads, lets
+    the plugin run each branch right after its activation and reuse the memory: on ``tiny1536``
+    the statistics passes' inference peak drops from +17 % / +52 % over a plain fp32 forward to
+    that of a plain forward.  Same operations, same values: only the order of the outputs changes.
+
+    Patches ``nncf.openvino.engine.OVNativeEngine.__init__`` (the engine NNCF compiles its
+    statistics models with) and restores it on exit; where that is missing (another NNCF) it
+    does nothing.  output_names: the model's own output tensor names (kept last).
+    """
+    try:
+        from nncf.openvino import engine as nncf_engine
+
+        original = nncf_engine.OVNativeEngine.__init__
+    except (ImportError, AttributeError):
+        yield
+        return
+
+    def init(self, model, *args, **kwargs):
+        original(self, _outputs_in_graph_order(model, output_names), *args, **kwargs)
+
+    nncf_engine.OVNativeEngine.__init__ = init
+    try:
+        yield
+    finally:
+        nncf_engine.OVNativeEngine.__init__ = original
+
+
+def _outputs_in_graph_order(model, output_names: set[str]):
+    """``model`` with its extra ``Result`` s first, by the topological position of the activation each reads.
+
+    A Result is the model's own when one of its tensor names is in ``output_names``; those keep
+    their order, last.  The activation a statistic reads: walk up from the Result through input 0
+    until a node whose output feeds more than one consumer (where the statistic branches off).
+    Returns ``model`` itself when it has no extra Results (NNCF's bias-correction sub-models).
+    """
+    import openvino as ov
+
+    results = list(model.get_results())
+    own = [
+        r
+        for r in results
+        if r.input_value(0).get_names() & output_names or r.output(0).get_names() & output_names
+    ]
+    extra = [r for r in results if all(r is not o for o in own)]
+    if not extra or not own:
+        return model
+    position = {op.get_friendly_name(): index for index, op in enumerate(model.get_ordered_ops())}
+
+    def branch_point(result) -> int:
+        node = result.input_value(0).get_node()
+        while node.get_input_size() > 0 and len(node.output(0).get_target_inputs()) <= 1:
+            node = node.input_value(0).get_node()
+        return position.get(node.get_friendly_name(), len(position))
+
+    ordered = sorted(extra, key=branch_point) + own
+    return ov.Model(ordered, model.get_parameters(), model.get_friendly_name())
+
+
+def _peak_rss_mib() -> int | None:
+    """Peak resident memory of the process so far, MiB (``ru_maxrss``); None where unavailable."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return int(peak // (1 << 20) if sys.platform == "darwin" else peak // 1024)
 
 
 def files_of(manifest) -> dict[str, str]:

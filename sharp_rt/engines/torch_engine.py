@@ -146,11 +146,21 @@ class TorchEngine(Engine):
         device: str = "auto",
         precision: Precision = "fp32",
         compile: bool = False,
+        fp32_islands: Mapping[str, str] | None = None,
     ) -> TorchEngine:
-        """Load a checkpoint (default: the official one, downloaded if needed) into an engine."""
+        """Load a checkpoint (default: the official one, downloaded if needed) into an engine.
+
+        fp32_islands: as in the constructor (None: the shipped layout).
+        """
         from sharp_rt.sharp_ref import load_checkpoint
 
-        return cls(load_checkpoint(path), device=device, precision=precision, compile=compile)
+        return cls(
+            load_checkpoint(path),
+            device=device,
+            precision=precision,
+            compile=compile,
+            fp32_islands=fp32_islands,
+        )
 
     def forward(self, image, disparity_factor):
         """Run the (compiled) network on tensors already on the engine's device; no copies.

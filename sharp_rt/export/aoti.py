@@ -190,10 +190,29 @@ def export_aoti(
         with stage(f"reference: sharp_ref fp32 on {device}"):
             probe = probe_image(config.internal_resolution)
             reference = device_reference(model, *probe, device)
-    if precision != "fp32":
-        from sharp_rt.sharp_ref.mixed_precision import fp32_islands
+    layout = aoti_layout(precision)
+    if precision == "bf16" and device == "cpu" and validate:
+        # the layout chosen for these weights (issue 23), recorded per checkpoint and shared with
+        # `predict --backend torch`; the probe reference above is reused
+        from sharp_rt.export.precision_bf16 import torch_bf16_layout
+        from sharp_rt.export.validate import PROBE_PHOTOS, reference_outputs
 
-        model.to_compute_dtype(getattr(torch, DTYPES[precision]), fp32_islands(precision))
+        probes, references = [(PROBE_PHOTO, *probe)], [reference]
+        for photo in PROBE_PHOTOS:
+            if photo != PROBE_PHOTO:
+                with stage(f"reference: sharp_ref fp32 on {photo}"):
+                    probes.append((photo, *probe_image(config.internal_resolution, photo=photo)))
+                    references.append(reference_outputs(model, *probes[-1][1:]))
+        record = torch_bf16_layout(
+            checkpoint_path, log=log, stage=stage, probes=probes, references=references
+        )
+        layout = {
+            **layout,
+            "fp32_islands": dict(record["fp32_islands"]),
+            "grown_islands": record.get("grown_islands", []),
+        }
+    if precision != "fp32":
+        model.to_compute_dtype(getattr(torch, DTYPES[precision]), layout["fp32_islands"])
 
     with staged(out) as staging:
         t0 = time.perf_counter()
@@ -224,7 +243,7 @@ def export_aoti(
         checkpoint_sha256=sha256,
         checkpoint_file=checkpoint_path.name,
         files=ExportManifest.files_in(out, {"aoti": AOTI_NAME}),
-        layout=aoti_layout(precision),
+        layout=layout,
         validation=validation,
         aoti={**environment, "compile_seconds": round(compile_seconds, 1)},
         export={

@@ -38,6 +38,7 @@ peak is max(reference forward, exporter, ORT session), not their sum.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import time
 from collections.abc import Callable
@@ -65,6 +66,10 @@ from sharp_rt.export.artifact import (
     staged,
     tool_versions,
 )
+from sharp_rt.export.islands import covered as _covered
+from sharp_rt.export.islands import measure_ranking as _measure_ranking
+from sharp_rt.export.islands import next_islands as _next_islands
+from sharp_rt.export.islands import with_islands as _with_islands
 from sharp_rt.export.tensorrt_build import build_plan
 from sharp_rt.export.validate import (
     PROBE_PHOTOS,
@@ -174,56 +179,6 @@ def _validate_plan(
     return {**validation, "status": status, "failures": failures, "tensorrt": result}
 
 
-def _measure_ranking(model, probes: list, stage: Stage, precision: str = "fp16") -> list[dict[str, Any]]:
-    """Rank the candidate islands by measured fp16 (or bf16) sensitivity on all probe photos (one forward)."""
-    import numpy as np
-    import torch
-
-    from sharp_rt.export.precision import coarse_island_candidates, island_candidates, rank_islands
-
-    image = torch.from_numpy(np.concatenate([image for _, image, _ in probes]))
-    factor = torch.from_numpy(np.concatenate([factor for _, _, factor in probes]))
-    fine, coarse = island_candidates(model), coarse_island_candidates(model)
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
-    with stage(f"sensitivity: {precision} error of each candidate island on the probes"):
-        ranking = rank_islands(model, image, factor, {**fine, **coarse}, dtype)
-    # the modules first (largest error first), then the whole parts (ViTs, decoders) in the same order
-    ranking = [row for row in ranking if row["module"] in fine] + [
-        r for r in ranking if r["module"] in coarse
-    ]
-    return [{**row, "rank": rank} for rank, row in enumerate(ranking, start=1)]
-
-
-def _covered(path: str, islands) -> bool:
-    """Whether ``path`` is one of ``islands`` or inside one."""
-    return any(path == island or path.startswith(island + ".") for island in islands)
-
-
-def _next_islands(
-    ranking: list[dict[str, Any]], islands: dict[str, str], count: int, max_islands: int | None, added: int
-) -> list[dict[str, Any]]:
-    """The next ``count`` ranked candidates not yet float32 (fewer at the cap ``max_islands``).
-
-    Every candidate whose fp16 output was non-finite comes in at once, whatever ``count``.
-    """
-    left = [row for row in ranking if not _covered(row["module"], islands)]
-    leading_nonfinite = next((i for i, row in enumerate(left) if row["error"] != float("inf")), len(left))
-    count = max(count, leading_nonfinite)
-    if max_islands is not None:
-        count = min(count, max_islands - added)
-    return left[: max(count, 0)]
-
-
-def _with_islands(islands: dict[str, str], paths: list[str], ranking: list[dict[str, Any]]) -> dict[str, str]:
-    """``islands`` plus ``paths``; an island inside a new one is dropped (the new one covers it)."""
-    what = {row["module"]: row["what"] for row in ranking}
-    kept = {path: text for path, text in islands.items() if not _covered(path, paths)}
-    # a new island inside another new one is dropped too: an island nested in an island would cast its
-    # output back to the reduced dtype inside the float32 region
-    paths = [path for path in paths if not any(other != path and _covered(path, [other]) for other in paths)]
-    return {**kept, **{path: f"{what[path]} (grown: measured fp16 sensitivity)" for path in paths}}
-
-
 def _refusal(validation, islands, grown, ranking, max_islands) -> EngineError:
     """The one error of an fp16 export that cannot meet its bounds: what failed, what was tried."""
     spent = all(_covered(row["module"], islands) for row in ranking)
@@ -275,10 +230,14 @@ def export_engine(
     """
     started = time.perf_counter()
     stage = stage or logged_stages(log)
+    openvino_bf16 = precision == "bf16" and target == "onnx"
+    if openvino_bf16:  # OpenVINO computes bf16 from the fp32 graph: export fp32, choose its bf16 layout
+        _check_openvino_bf16()
+        precision = "fp32"
     if precision not in ONNX_PRECISIONS:
         raise SharpError(
             f"ONNX and TensorRT engines are fp32 or fp16, not {precision!r}",
-            hint="choose fp32 or fp16 (bf16: `sharp-rt export --target aoti --precision bf16`)",
+            hint="choose fp32 or fp16 (bf16: `--target onnx` for OpenVINO, `--target aoti` for torch)",
         )
     if target not in TARGETS:
         raise SharpError(f"Unknown target {target!r}", hint="choose onnx or tensorrt")
@@ -317,6 +276,7 @@ def export_engine(
     log(
         f"Exporting {config.name} ({config.internal_resolution} px, {config.num_gaussians:,} Gaussians) "
         f"as {precision} to {out}/"
+        + (", then choosing OpenVINO's bf16 layout for these weights" if openvino_bf16 else "")
     )
     sha256 = file_sha256(checkpoint_path)
     model = predictor_from_state_dict(state, config)
@@ -362,7 +322,12 @@ def export_engine(
             if validate:
                 with stage("validation: ONNX Runtime against the reference"):
                     validation = _validate(
-                        staging.path(ONNX_NAME), probes, references, precision, log, render_check
+                        staging.path(ONNX_NAME),
+                        probes,
+                        references,
+                        precision,
+                        log,
+                        None if openvino_bf16 else render_check,  # fp32: float32 noise apart
                     )
                 rounds.append(
                     {
@@ -437,5 +402,108 @@ def export_engine(
             "peak_rss_mib": round(peak_rss_mib()),
         },
         versions=tool_versions(),
-    ).write(out)
-    return ExportResult(manifest, seconds, peak_rss_mib())
+    )
+    written = manifest.write(out)
+    if openvino_bf16:
+        if validation["status"] != "passed":  # skipped (--no-validate) or a failed fp32 graph
+            why = "not checked (--no-validate)" if validation["status"] == "skipped" else "not checked"
+            log(f"OpenVINO bf16 layout {why}: OpenVINO runs its own bf16 choices (no float32 islands)")
+        else:
+            layout = dict(manifest.layout)
+            error = None
+            try:
+                layout["bf16"] = openvino_bf16_section(
+                    out,
+                    checkpoint_path,
+                    probes,
+                    references,
+                    render_check=render_check,
+                    max_islands=max_islands if grow_islands else 0,
+                    log=log,
+                    stage=stage,
+                )
+            except EngineError as refused:  # recorded: `predict` then runs this export in fp32
+                error = refused
+                layout["bf16"] = {"engine": "openvino", "status": "refused", "reason": refused.message}
+            seconds = time.perf_counter() - started
+            export = {**manifest.export, "seconds": round(seconds, 1), "peak_rss_mib": round(peak_rss_mib())}
+            written = dataclasses.replace(manifest, layout=layout, export=export).write(out)
+            if error is not None:
+                raise EngineError(
+                    f"{error.message}; the fp32 export in {out}/ is kept and records the refusal "
+                    "(predict runs it in fp32)",
+                    hint="run it with --precision fp32 (or predict's default, which now picks fp32 for it)",
+                ) from None
+    return ExportResult(written, seconds, peak_rss_mib())
+
+
+def _check_openvino_bf16() -> None:
+    """Refuse ``--precision bf16`` (ONNX target) without OpenVINO, which computes it, before any work."""
+    import importlib.util
+
+    if importlib.util.find_spec("openvino") is None:
+        raise SharpError(
+            "bf16 from an export is computed by OpenVINO, which is not installed",
+            hint="pip install 'sharp-rt[openvino]'; or `--target aoti --precision bf16` (torch), "
+            "or --precision fp32",
+        )
+
+
+def openvino_bf16_section(
+    out: Path,
+    checkpoint: Path,
+    probes: list,
+    references: list,
+    *,
+    render_check: RenderCheck | None,
+    max_islands: int | None,
+    log: Callable[[str], None],
+    stage: Stage,
+) -> dict[str, Any]:
+    """OpenVINO's bf16 layout for the fp32 export ``out``, chosen on the probes (manifest: ``layout.bf16``).
+
+    Reuses the export's fp32 references (no fp32 forward is repeated).  The full record (ONNX node
+    names included) is written beside the compiled-model cache, where ``OpenVinoEngine`` reads it
+    (:func:`sharp_rt.engines.openvino_engine.bf16_layout_path`).  Raises :class:`EngineError`
+    (naming fp32) when no layout meets the bf16 bounds.
+    """
+    from sharp_rt.core.contract import open_manifest
+    from sharp_rt.engines.openvino_engine import bf16_layout_path
+    from sharp_rt.export.precision_bf16 import choose_openvino_bf16_layout
+
+    record = choose_openvino_bf16_layout(
+        out,
+        checkpoint,
+        render_check=render_check,
+        max_islands=max_islands,
+        log=log,
+        stage=stage,
+        reuse=False,
+        probes=probes,
+        references=references,
+    )
+    validation = record["validation"]
+    kept = ("photo", "status", "failures", "covariances", "render")
+    return {
+        "engine": "openvino",
+        "status": "passed",
+        "compute": record["compute"],
+        "fp32_islands": record["fp32_islands"],
+        "grown_islands": [
+            {key: row[key] for key in ("module", "what", "error", "rank", "round")}
+            for row in record["grown_islands"]
+        ],
+        "fp32_nodes": len(record["fp32_nodes"]),
+        "record": bf16_layout_path(open_manifest(out)).name,
+        "validation": {
+            "status": validation["status"],
+            "failures": validation["failures"],
+            "rounds": validation["rounds"],
+            "covariances": validation["covariances"],
+            "outputs": validation["outputs"],
+            "probes": [
+                {key: value for key, value in probe.items() if key in kept} for probe in validation["probes"]
+            ],
+        },
+        "seconds": record["seconds"],
+    }

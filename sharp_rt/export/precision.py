@@ -183,6 +183,25 @@ def coarse_island_candidates(model: SharpPredictor) -> dict[str, str]:
     }
 
 
+def network_island_candidates(model: SharpPredictor) -> dict[str, str]:
+    """Whole networks that may become float32 islands, after every finer candidate (bf16): path -> what.
+
+    With every module of the finer candidates in float32, what is still rounded are the network
+    inputs (the image, the Gaussian decoder's feature input), the encodings handed from one island
+    to the next, and the glue between them (the sliding pyramid's patch split and merge).  These
+    candidates cover exactly that: an island here takes its input unrounded and hands float32 to
+    float32 consumers (:data:`~sharp_rt.sharp_ref.mixed_precision.FLOAT32_INPUTS`,
+    :data:`~sharp_rt.sharp_ref.mixed_precision.FLOAT32_HANDOFFS`).  All of them together is fp32.
+    """
+    del model  # the same paths for every preset
+    return {
+        f"{MONODEPTH}.encoder": "sliding-pyramid encoder, whole (both ViTs, patch split / merge, "
+        "upsampling; encodings handed on in float32)",
+        "monodepth_model": "monodepth network, whole (the image input unrounded, encodings in float32)",
+        "feature_model": "Gaussian decoder network, whole (feature input and encodings unrounded)",
+    }
+
+
 def _round_half(value, dtype: torch.dtype = HALF):
     """Round floating tensors (also inside tuples / lists) to ``dtype`` (fp16 / bf16) values, kept float32."""
     if isinstance(value, torch.Tensor):

@@ -164,14 +164,62 @@ class EngineSpec:
                 import torch
 
                 torch.set_num_threads(self.threads)
-            return TorchEngine.from_checkpoint(
-                self.checkpoint, device=self.device, precision=choice.precision, compile=self.compile
+            precision, islands, layout = self._torch_bf16_layout(choice.precision, log, stage)
+            engine = TorchEngine.from_checkpoint(
+                self.checkpoint,
+                device=self.device,
+                precision=precision,
+                compile=self.compile,
+                fp32_islands=islands,
             )
+            if layout:
+                engine.info.details["bf16_layout"] = layout
+            return engine
         threads = self.threads and choice.backend not in ("tensorrt", "aoti")
         options: dict = {"threads": self.threads} if threads else {}
         if self.calibration is not None:
             options["calibration"] = self.calibration
         return open_choice(choice, **options)
+
+    def _torch_bf16_layout(self, precision: str, log, stage) -> tuple[str, dict | None, dict]:
+        """The torch bf16 layout on a CPU, chosen for these weights (issue 23) and recorded per checkpoint.
+
+        Returns (precision, fp32_islands or None for the shipped ones, what ``info.details`` says).
+        ``auto`` falls back to fp32 where bf16 was refused for these weights; an explicit bf16 raises.
+        """
+        if precision != "bf16" or self.device not in ("auto", "cpu") or _has_cuda_torch(self.device):
+            return precision, None, {}
+        from sharp_rt.core.errors import EngineError
+        from sharp_rt.export.precision_bf16 import torch_bf16_layout
+
+        say = log or (lambda line: None)
+        try:
+            record = torch_bf16_layout(self.checkpoint, log=say, stage=stage)
+        except EngineError as refused:
+            if self.precision != "auto":
+                raise
+            say(f"auto: {refused.message}; running fp32")
+            return "fp32", None, {}
+        grown = [row["module"] for row in record.get("grown_islands", [])]
+        source = (
+            f"grown for these weights ({record['source']})"
+            if grown
+            else f"shipped, checked on these weights ({record['source']})"
+        )
+        return (
+            "bf16",
+            record["fp32_islands"],
+            {"source": source, "fp32_islands": sorted(record["fp32_islands"])},
+        )
+
+
+def _has_cuda_torch(device: str) -> bool:
+    """Whether ``device`` (auto) resolves to a GPU in this torch (the bf16 layout is a CPU choice)."""
+    if device != "auto":
+        return False
+    import torch
+
+    return torch.cuda.is_available() or torch.backends.mps.is_available()
 
 
 @dataclasses.dataclass

@@ -4,7 +4,7 @@
 driver: plan_outputs ─> one row {source, target} per image (one row per block)
   ─map(decode_row)           Ray tasks (IO_TASK_CPUS each): load_image + preprocess  ┐ all three stages run
   ─map_batches(EngineActor)  actor pool: --workers actors, one loaded engine each     │ at once, streamed with
-  ─map(write_row)            Ray tasks: unproject + atomic write of the .ply / .splat ┘ Ray Data backpressure
+  ─map(write_row)            Ray tasks: unproject (+ prune) + atomic write            ┘ Ray Data backpressure
   ─iter_rows() on the driver ─> ImageResult per image (progress bar, summary)
 ```
 
@@ -37,8 +37,12 @@ from sharp_rt.core.errors import SharpError
 from sharp_rt.predict.outputs import ImageResult, OutputFormat, write_output
 from sharp_rt.predict.predictor import EngineSpec, check_engine_outputs, prepare_image, unproject_outputs
 from sharp_rt.runtime.image_io import FocalOverride, FocalRule
+from sharp_rt.runtime.prune import check_prune_options, prune_gaussians
 
 IO_TASK_CPUS = 0.25  # logical CPUs of one decode or write task
+# Logical CPUs of a write task that also prunes (--max-gaussians / --prune): pruning is seconds to
+# minutes of numpy work per image, so as many run at once as there are CPUs left, not four per CPU.
+PRUNE_TASK_CPUS = 1.0
 # Test hook: a marker path; the first actor call that creates the marker exits (a killed worker).
 CRASH_ONCE_ENV = "SHARP_RT_TEST_CRASH_ONCE"
 
@@ -112,8 +116,14 @@ def worker_spec(spec: EngineSpec, threads: int) -> EngineSpec:
     return dataclasses.replace(spec, threads=threads, choice=None if auto else spec.choice)
 
 
-def plan_resources(options: RayOptions, spec: EngineSpec, cluster: dict[str, float]) -> Resources:
-    """Actor count and per-actor CPUs / GPUs / threads for ``cluster`` (``ray.cluster_resources()``)."""
+def plan_resources(
+    options: RayOptions, spec: EngineSpec, cluster: dict[str, float], write_cpus: float = IO_TASK_CPUS
+) -> Resources:
+    """Actor count and per-actor CPUs / GPUs / threads for ``cluster`` (``ray.cluster_resources()``).
+
+    write_cpus: the logical CPUs of one write task (:data:`PRUNE_TASK_CPUS` when it prunes);
+    room for one decode and one write task is kept beside the actors.
+    """
     cpus, gpus = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
     gpus_per_worker = options.gpus_per_worker if options.gpus_per_worker is not None else float(gpus > 0)
     if gpus_per_worker > gpus:
@@ -127,7 +137,7 @@ def plan_resources(options: RayOptions, spec: EngineSpec, cluster: dict[str, flo
             f"{workers} workers x {gpus_per_worker:g} GPUs exceed the cluster's {gpus:g} GPUs",
             hint="lower --workers or --gpus-per-worker",
         )
-    spare = cpus - 2 * IO_TASK_CPUS  # keep room for one decode and one write task
+    spare = cpus - IO_TASK_CPUS - write_cpus  # keep room for one decode and one write task
     fair_share = 1.0 if gpus_per_worker else max(IO_TASK_CPUS, spare / workers)
     cpus_per_worker = options.cpus_per_worker or fair_share
     if workers * cpus_per_worker > spare:
@@ -198,9 +208,19 @@ class EngineActor:
 
 
 def write_row(
-    row: dict[str, Any], fmt: str, overwrite: bool, viewer_settings: bool = False
+    row: dict[str, Any],
+    fmt: str,
+    overwrite: bool,
+    viewer_settings: bool = False,
+    max_gaussians: int | None = None,
+    prune: float | None = None,
 ) -> dict[str, Any]:
-    """Ray Data stage 3: unproject + write one image's Gaussians; failures become ``error``."""
+    """Ray Data stage 3: unproject (and prune) + write one image's Gaussians; failures become ``error``.
+
+    max_gaussians / prune: keep at most ``max_gaussians`` and/or all but the fraction
+    ``prune`` (:func:`sharp_rt.runtime.prune.prune_gaussians`, as the single-process path
+    does; its seconds count as ``unproject``, as there).
+    """
     out = {key: row[key] for key in row if key not in OUTPUT_NAMES}
     out.update(num_gaussians=0, unproject_s=0.0, write_s=0.0)
     if row["error"]:
@@ -209,6 +229,8 @@ def write_row(
         started = time.perf_counter()
         outputs = {name: np.asarray(row[name], dtype=np.float32) for name in OUTPUT_NAMES}
         gaussians = unproject_outputs(outputs, float(row["f_px"]), int(row["width"]), int(row["height"]))
+        if max_gaussians is not None or prune is not None:
+            gaussians = prune_gaussians(gaussians, max_gaussians, prune)
         out["unproject_s"] = time.perf_counter() - started
         started = time.perf_counter()
         write_output(
@@ -248,6 +270,8 @@ def build_dataset(
     focal_rule: FocalRule = "sensor",
     viewer_settings: bool = False,
     focal: FocalOverride | None = None,
+    max_gaussians: int | None = None,
+    prune: float | None = None,
 ):
     """The Ray Data dataset: decode tasks -> engine actor pool -> write tasks (see the module docstring).
 
@@ -280,8 +304,19 @@ def build_dataset(
             max_restarts=max_retries,
             max_task_retries=max_retries,
         )
-    settings = {"fmt": fmt.value, "overwrite": overwrite, "viewer_settings": viewer_settings}
-    return inferred.map(write_row, fn_kwargs=settings, num_cpus=IO_TASK_CPUS)
+    settings = {
+        "fmt": fmt.value,
+        "overwrite": overwrite,
+        "viewer_settings": viewer_settings,
+        "max_gaussians": max_gaussians,
+        "prune": prune,
+    }
+    return inferred.map(write_row, fn_kwargs=settings, num_cpus=write_task_cpus(max_gaussians, prune))
+
+
+def write_task_cpus(max_gaussians: int | None, prune: float | None) -> float:
+    """Logical CPUs of one write task: :data:`PRUNE_TASK_CPUS` if it prunes, else :data:`IO_TASK_CPUS`."""
+    return IO_TASK_CPUS if max_gaussians is None and prune is None else PRUNE_TASK_CPUS
 
 
 def predict_on_ray(
@@ -295,14 +330,21 @@ def predict_on_ray(
     on_start: Callable[[Resources], None] = lambda resources: None,
     focal_rule: FocalRule = "sensor",
     focal: FocalOverride | None = None,
+    max_gaussians: int | None = None,
+    prune: float | None = None,
 ) -> Iterator[ImageResult]:
     """Predict ``(image, target)`` pairs on Ray; yields one :class:`ImageResult` per image as it finishes.
 
     ``viewer_settings``: also write each photo's camera for web viewers (``outputs.write_output``).
     ``focal``: one focal length for every image, replacing EXIF (``predict --focal-mm / --fov-deg``).
+    ``max_gaussians`` / ``prune``: each output keeps at most ``max_gaussians`` and/or all but the
+    fraction ``prune`` of its Gaussians, pruned by the write tasks as the single-process path
+    does (``predict --max-gaussians / --prune``); a bad value is an
+    :class:`~sharp_rt.core.errors.ArgumentError` before Ray starts.
     ``on_start`` is called once the actor pool is planned.  Images whose
     workers failed more than ``options.max_retries`` times come last, as lost.
     """
+    check_prune_options(max_gaussians, prune)
     if not todo:
         return
     if importlib.util.find_spec("ray") is None:
@@ -317,7 +359,8 @@ def predict_on_ray(
         import ray
         import ray.data
 
-        resources = plan_resources(options, spec, ray.cluster_resources())
+        write_cpus = write_task_cpus(max_gaussians, prune)
+        resources = plan_resources(options, spec, ray.cluster_resources(), write_cpus)
         on_start(resources)
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the CLI shows its own
@@ -336,6 +379,8 @@ def predict_on_ray(
             focal_rule,
             viewer_settings,
             focal,
+            max_gaussians,
+            prune,
         )
         pending = {row["source"]: pair for row, pair in zip(absolute, todo, strict=True)}
         try:

@@ -49,6 +49,71 @@ BF16_FP32_ISLANDS: Mapping[str, str] = {
 }
 
 
+MONODEPTH = "monodepth_model.monodepth_predictor"
+
+# Hand-offs kept float32 (issue 23: the casts *between* islands).  An island's output is cast back to
+# the network's dtype, unless every module that consumes it computes in float32 too: then rounding it
+# to bf16 / fp16 and casting it straight back up would only add error.  Island path -> its consumers;
+# each consumer is a tuple of module paths, and it computes in float32 when one of them is an island
+# (or inside one).
+FLOAT32_HANDOFFS: Mapping[str, tuple[tuple[str, ...], ...]] = {
+    # the monodepth network's encodings go to the Gaussian decoder's DPT decoder
+    "monodepth_model": (("feature_model.decoder",),),
+    MONODEPTH: (("feature_model.decoder",),),
+    # the sliding-pyramid encoder's 5 maps go to both DPT decoders
+    f"{MONODEPTH}.encoder": ((f"{MONODEPTH}.decoder",), ("feature_model.decoder",)),
+    f"{MONODEPTH}.decoder": ((f"{MONODEPTH}.head",),),
+    # inside the Gaussian decoder, and from it to the delta head's two convs
+    "feature_model.decoder": (("feature_model.fusion",),),
+    "feature_model.image_encoder": (("feature_model.fusion",),),
+    "feature_model.fusion": (("feature_model.texture_head",), ("feature_model.geometry_head",)),
+    "feature_model.texture_head": ((f"{DELTA_HEAD}.texture_prediction_head",),),
+    "feature_model.geometry_head": ((f"{DELTA_HEAD}.geometry_prediction_head",),),
+    "feature_model": (
+        (f"{DELTA_HEAD}.texture_prediction_head",),
+        (f"{DELTA_HEAD}.geometry_prediction_head",),
+    ),
+}
+
+# The network inputs (:meth:`SharpPredictor.forward_with_disparity`) stay float32 instead of being
+# rounded to the network's dtype when the module that first computes on them is an island:
+# input name -> module paths, any of which (or a module above it) being an island suffices.
+FLOAT32_INPUTS: Mapping[str, tuple[str, ...]] = {
+    "image": ("monodepth_model", MONODEPTH, f"{MONODEPTH}.encoder"),
+    "feature_input": ("feature_model", "feature_model.image_encoder"),
+}
+
+
+def covered(path: str, islands) -> bool:
+    """Whether module ``path`` is one of ``islands`` or inside one (so it computes in float32)."""
+    return any(path == island or path.startswith(island + ".") for island in islands)
+
+
+def float32_inputs(islands: Mapping[str, str] | tuple[str, ...]) -> frozenset[str]:
+    """The network inputs (:data:`FLOAT32_INPUTS` keys) that enter ``islands`` unrounded."""
+    return frozenset(
+        name for name, firsts in FLOAT32_INPUTS.items() if any(covered(path, islands) for path in firsts)
+    )
+
+
+def keep_float32_handoffs(model: nn.Module, islands: Mapping[str, str] | tuple[str, ...]) -> list[str]:
+    """Let each island of :data:`FLOAT32_HANDOFFS` whose consumers are all float32 return float32.
+
+    Call after :func:`add_fp32_islands`.  Returns the island paths whose output now stays float32.
+    """
+    kept = []
+    for path, consumers in FLOAT32_HANDOFFS.items():
+        if path not in islands:
+            continue
+        island = model.get_submodule(path)
+        if isinstance(island, Fp32Island) and all(
+            any(covered(consumer, islands) for consumer in alternatives) for alternatives in consumers
+        ):
+            island.output_dtype = None
+            kept.append(path)
+    return kept
+
+
 def fp32_islands(precision: str) -> Mapping[str, str]:
     """The float32 islands of ``precision`` (``fp32``, ``fp16`` or ``bf16``); raises KeyError otherwise."""
     return {"fp32": {}, "fp16": FP16_FP32_ISLANDS, "bf16": BF16_FP32_ISLANDS}[precision]

@@ -26,7 +26,12 @@ from sharp_rt.sharp_ref.composer import GaussianComposer, NDCGaussians
 from sharp_rt.sharp_ref.config import SharpConfig
 from sharp_rt.sharp_ref.gaussian_decoder import DeltaHead, GaussianDecoder
 from sharp_rt.sharp_ref.initializer import MultiLayerInitializer
-from sharp_rt.sharp_ref.mixed_precision import add_fp32_islands, cast_outside_islands
+from sharp_rt.sharp_ref.mixed_precision import (
+    add_fp32_islands,
+    cast_outside_islands,
+    float32_inputs,
+    keep_float32_handoffs,
+)
 from sharp_rt.sharp_ref.monodepth import MonodepthModel
 
 DISPARITY_CLAMP = (1e-4, 1e4)  # disparity range before depth = factor / disparity
@@ -69,10 +74,17 @@ class SharpPredictor(nn.Module):
         if dtype != torch.float32:
             # islands first, so they keep the float32 weights (casting first would round them to dtype)
             add_fp32_islands(self, fp32_islands, dtype)
+            # no rounding between float32 parts: inputs and hand-offs that only float32 modules read
+            keep_float32_handoffs(self, fp32_islands)
+            self._float32_inputs = float32_inputs(fp32_islands)
         for network in (self.monodepth_model, self.feature_model, self.prediction_head):
             cast_outside_islands(network, dtype)
         self._compute_dtype = dtype
         return self
+
+    def _input_dtype(self, name: str) -> torch.dtype:
+        """The dtype network input ``name`` enters in: float32 where an island computes on it first."""
+        return torch.float32 if name in self.__dict__.get("_float32_inputs", ()) else self.compute_dtype
 
     def forward(self, image: torch.Tensor, disparity_factor: torch.Tensor) -> NDCGaussians:
         """image: [B, 3, S, S] float in [0, 1]; disparity_factor: [B] = f_px / image width."""
@@ -82,13 +94,14 @@ class SharpPredictor(nn.Module):
         self, image: torch.Tensor, disparity_factor: torch.Tensor
     ) -> tuple[NDCGaussians, torch.Tensor]:
         """Like :meth:`forward`, also returning the monodepth disparity [B, 2, S, S]."""
-        dtype = self.compute_dtype  # float32 unless to_compute_dtype() was called
-        monodepth = self.monodepth_model(image.to(dtype))
+        # the networks' dtype (float32 unless to_compute_dtype() was called), or float32 into an island
+        monodepth = self.monodepth_model(image.to(self._input_dtype("image")))
         disparity = monodepth.disparity.float()
         low, high = DISPARITY_CLAMP
         depth = disparity_factor[:, None, None, None] / disparity.clamp(min=low, max=high)
         init = self.init_model(image, depth)
-        features = self.feature_model(init.feature_input.to(dtype), monodepth.encodings)
+        feature_input = init.feature_input.to(self._input_dtype("feature_input"))
+        features = self.feature_model(feature_input, monodepth.encodings)
         delta = self.prediction_head(features).float()
         gaussians = self.gaussian_composer(delta, init.base, init.global_scale)
         return gaussians, disparity

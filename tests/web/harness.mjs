@@ -3,13 +3,15 @@
 // harness.html?viewer=NAME&scene=URL&fov=DEGREES&depth=METRES
 //   viewer: playcanvas | spark | babylon | gs3d | gsplatjs  (the npm packages, served from /node_modules),
 //           or supersplatSettings (validate the settings file at `scene` with the SuperSplat viewer's rules)
-//   scene:  a .ply / .compressed.ply / .splat file written by sharp-rt
+//   scene:  a .ply / .compressed.ply / .splat / .sog / .spz file written by sharp-rt
 //   fov:    the photo's vertical field of view; depth: a point on the optical axis to look at
 //
 // Each viewer is set up the way sharp-rt's README tells users to: the camera at the origin,
 // looking along +z, with the photo's field of view, and the one-line orientation fix where a
-// viewer shows raw (OpenCV: y down) coordinates.  window.harness.state becomes "loaded" once
-// the viewer has loaded the file and drawn frames, or "error" (window.harness.error says why).
+// viewer shows raw (OpenCV: y down) coordinates.  A .spz is stored in its format's own frame
+// (x right, y up, z back: sharp-rt's turned 180 degrees about x), so its fix differs.
+// window.harness.state becomes "loaded" once the viewer has loaded the file and drawn frames,
+// or "error" (window.harness.error says why).
 
 const params = new URLSearchParams(location.search);
 const viewer = params.get('viewer');
@@ -69,7 +71,7 @@ async function spark() {
   const camera = new THREE.PerspectiveCamera(fovDeg, window.innerWidth / window.innerHeight, 0.01, 1000);
   scene.add(new SparkRenderer({ renderer }));
   const splats = new SplatMesh({ url: sceneUrl });
-  splats.quaternion.set(1, 0, 0, 0);
+  if (!sceneUrl.endsWith('.spz')) splats.quaternion.set(1, 0, 0, 0); // .spz is stored y up, z back
   await splats.initialized;
   scene.add(splats);
   renderer.setAnimationLoop(() => renderer.render(scene, camera));
@@ -143,7 +145,11 @@ async function babylon() {
   camera.fov = (fovDeg * Math.PI) / 180;
   camera.minZ = 0.01;
   camera.setTarget(new BABYLON.Vector3(0, 0, depth));
-  await BABYLON.ImportMeshAsync(sceneUrl, scene);
+  // Offline: fflate (which unzips .sog) from node_modules, and its built-in .spz parser, instead of
+  // its defaults, fflate and Adobe's spz library from unpkg.com.
+  const splat = { deflateURL: '/node_modules/fflate/umd/index.js', spzLibraryUrl: undefined };
+  const { meshes } = await BABYLON.ImportMeshAsync(sceneUrl, scene, { pluginOptions: { splat } });
+  if (sceneUrl.endsWith('.spz')) meshes[0].rotation.x = Math.PI; // .spz is stored y up, z back
   engine.runRenderLoop(() => scene.render());
 }
 
