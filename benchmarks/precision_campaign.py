@@ -105,8 +105,13 @@ def torch_outputs(model, photo: dict) -> dict:
     return {name: getattr(gaussians, name).float().numpy() for name in OUTPUT_NAMES}
 
 
-def measure_seed(args, rule: str, seed: int, photos: dict, work: Path, write) -> None:
-    """Every engine of ``args.engines`` on every photo for one weight rule and seed."""
+def measure_seed(args, rule: str, seed: int, photos: dict, work: Path, write, done: set) -> None:
+    """Every engine of ``args.engines`` on every photo for one weight rule and seed.
+
+    done: (preset, rule, seed, photo, engine) keys already measured; with ``--reuse`` those photos
+    are skipped and the checkpoint and exports found in ``work`` are reused (a full-model rule costs
+    minutes per forward, so an interrupted run resumes where it stopped).
+    """
     import torch
 
     from sharp_rt.export.pipeline import export_engine
@@ -117,7 +122,12 @@ def measure_seed(args, rule: str, seed: int, photos: dict, work: Path, write) ->
     config = get_config(args.preset)
     checkpoint = work / f"{args.preset}-{rule}-seed{seed}.pt"
     started = time.perf_counter()
-    state = synthetic_checkpoint(config, seed, checkpoint, statistics=rule)
+    if args.reuse and checkpoint.exists():
+        from sharp_rt.sharp_ref.checkpoint import read_state_dict
+
+        state = read_state_dict(checkpoint)
+    else:
+        state = synthetic_checkpoint(config, seed, checkpoint, statistics=rule)
     reference_model = predictor_from_state_dict(state, config)
     check = RenderFidelity(max_side=args.render_side)
     timings: dict[str, float] = {}
@@ -143,6 +153,8 @@ def measure_seed(args, rule: str, seed: int, photos: dict, work: Path, write) ->
                 "rounds": len(manifest["validation"].get("rounds", [])),
             }
             onnx_path = result.manifest.directory / "model.onnx"
+        elif args.reuse and (fp16_dir / "model.onnx").exists():
+            onnx_path = fp16_dir / "model.onnx"
         else:  # the shipped islands, no probe validation
             from sharp_rt.export.onnx_export import export_onnx
             from sharp_rt.export.precision import to_mixed_fp16
@@ -159,7 +171,8 @@ def measure_seed(args, rule: str, seed: int, photos: dict, work: Path, write) ->
 
         t0 = time.perf_counter()
         fp32_dir = work / f"fp32-{rule}-{seed}"
-        export_engine(checkpoint, precision="fp32", out_dir=fp32_dir, overwrite=True, validate=False)
+        if not (args.reuse and (fp32_dir / "manifest.json").exists()):
+            export_engine(checkpoint, precision="fp32", out_dir=fp32_dir, overwrite=True, validate=False)
         nodes: list[str] = []  # shipped: OpenVINO's own bf16 choices, no float32 islands
         if args.bf16_layout == "grown":
             from sharp_rt.export.precision_bf16 import choose_openvino_bf16_layout
@@ -212,9 +225,13 @@ def measure_seed(args, rule: str, seed: int, photos: dict, work: Path, write) ->
     del state
     print(f"  {rule} seed {seed}: set up in {time.perf_counter() - started:.0f} s {timings}", flush=True)
     for name, photo in photos.items():
+        todo = {e: run for e, run in engines.items() if (args.preset, rule, seed, name, e) not in done}
+        if not todo:
+            print(f"  {name}: measured before (--json), skipped", flush=True)
+            continue
         t0 = time.perf_counter()
         reference = torch_outputs(reference_model, photo)
-        for engine_name, run in engines.items():
+        for engine_name, run in todo.items():
             t1 = time.perf_counter()
             outputs = run(photo)
             forward = time.perf_counter() - t1
@@ -305,7 +322,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("mode", nargs="?", default="run", choices=["run", "summary"])
     parser.add_argument("files", nargs="*", help="summary: JSON files written with --json")
-    parser.add_argument("--preset", default="tiny1536", choices=["tiny", "tiny1536"])
+    parser.add_argument("--preset", default="tiny1536", choices=["tiny", "tiny1536", "sharp"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rules", nargs="+", default=["default", "trained"], choices=["default", "trained"])
     parser.add_argument("--photos", nargs="+", default=["all"], help="'all' or eval photo stems")
@@ -317,6 +334,11 @@ def main() -> None:
     parser.add_argument("--render-side", type=int, default=384)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work-dir", help="keep checkpoints and exports here (default: a temporary folder)")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="resume: reuse --work-dir's checkpoints and exports, skip photos --json already holds",
+    )
     parser.add_argument("--json", help="append rows to this file (JSON object: conditions, rows)")
     args = parser.parse_args()
     if args.mode == "summary":
@@ -364,7 +386,12 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         for seed in args.seeds:
             for rule in args.rules:
-                measure_seed(args, rule, seed, photos, work, write)
+                done = (
+                    {(r["preset"], r["rule"], r["seed"], r["photo"], r["engine"]) for r in record["rows"]}
+                    if args.reuse
+                    else set()
+                )
+                measure_seed(args, rule, seed, photos, work, write, done)
     print(f"# {time.perf_counter() - started:.0f} s in all; {conditions()}")
     this_run = [row for row in record["rows"] if row["preset"] == args.preset]
     print(summarize(this_run))

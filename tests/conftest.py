@@ -28,6 +28,25 @@ def read_png(name: str) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_sharp_rt_cache(tmp_path_factory):
+    """Keep what tests cache (engines, torch bf16 layouts, OpenVINO blobs) out of the user's cache.
+
+    ``SHARP_RT_CACHE`` points at a session folder unless the caller set it; CLI subprocesses
+    inherit it.  Tests of the cache location itself set or delete the variable themselves.
+    """
+    import os
+
+    if os.environ.get("SHARP_RT_CACHE"):
+        yield
+        return
+    os.environ["SHARP_RT_CACHE"] = str(tmp_path_factory.mktemp("sharp-rt-cache"))
+    try:
+        yield
+    finally:
+        os.environ.pop("SHARP_RT_CACHE", None)
+
+
 @pytest.fixture(scope="session")
 def tiny_state():
     """Synthetic seed-0 weights of the ``tiny`` preset (torch tensors)."""

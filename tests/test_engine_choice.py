@@ -51,6 +51,18 @@ def test_without_openvino_torch_bf16_beats_onnxruntime_when_a_checkpoint_is_give
     assert "sharp-rt[openvino]" in without.reason
 
 
+def test_without_openvino_or_bf16_units_torch_fp32_ranks_before_onnxruntime_fp32():
+    """Ranks 4 and 5 (choice.py's table): torch fp32 from a checkpoint, else ONNX Runtime fp32."""
+    for bf16 in (None, "AVX512-BF16"):  # no bf16 units, or fp32 asked for
+        precision = "auto" if bf16 is None else "fp32"
+        checkpoint = choose_engine(
+            machine("onnxruntime", "torch", bf16=bf16), [FP32], precision=precision, checkpoint=True
+        )
+        assert (checkpoint.backend, checkpoint.precision, checkpoint.artifact) == ("torch", "fp32", None)
+        export_only = choose_engine(machine("onnxruntime", "torch", bf16=bf16), [FP32], precision=precision)
+        assert (export_only.backend, export_only.precision) == ("onnxruntime", "fp32")
+
+
 def test_nvidia_gpu_prefers_a_tensorrt_plan_then_onnxruntime_on_fp16():
     assert choose_engine(machine(gpu=True), [FP32, FP16_PLAN]) == Choice(
         "tensorrt", "fp16", FP16_PLAN.directory, "NVIDIA GPU and a TensorRT plan"

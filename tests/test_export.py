@@ -131,11 +131,17 @@ def test_fp32_manifest_records_contract_and_passed_validation(fp32_dir, checkpoi
         assert stats["max"] < 1e-4 and stats["nonfinite"] == 0, (name, stats)
         assert stats["p99"] <= stats["p99_9"] <= stats["max"]
     assert validation["covariances"]["max"] < 1e-4
-    assert manifest.raw["layout"] == {
+    layout = dict(manifest.raw["layout"])
+    bf16 = layout.pop("bf16", None)  # the OpenVINO bf16 check, where predict's default is OpenVINO bf16
+    assert layout == {
         "compute": "float32",
         "fp32_islands": {},
         "fp32_always": ["inputs and outputs", "depth normalization and initializer", "composer"],
     }
+    from sharp_rt.export.pipeline import _openvino_bf16_here
+
+    assert (bf16 is not None) == _openvino_bf16_here()
+    assert bf16 is None or bf16["status"] == "checked"  # tiny seed 0: OpenVINO bf16 within its bounds
     assert {"sharp_rt", "torch", "onnx", "onnxruntime"} <= set(manifest.raw["versions"])
 
 

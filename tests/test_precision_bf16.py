@@ -103,7 +103,7 @@ def test_torch_bf16_engine_grows_its_layout_for_these_weights_records_it_and_rea
     assert STRESSED in layout["fp32_islands"] and STRESSED in engine.info.details["fp32_islands"]
     assert any(message.startswith("Choosing the torch bf16 layout") for message in messages)
     assert any(f"+ {STRESSED}" in message for message in messages)  # which island, and its measured error
-    (record_path,) = (tmp_path / "cache" / "layouts").iterdir()
+    (record_path,) = (tmp_path / "cache" / "layouts").glob("*.json")
     record = json.loads(record_path.read_text())
     rounds = record["validation"]["rounds"]
     assert rounds[0]["status"] == "failed" and rounds[0]["added"] == []  # the shipped 4 islands miss
@@ -121,6 +121,43 @@ def test_torch_bf16_engine_grows_its_layout_for_these_weights_records_it_and_rea
     again = spec.open(log=later.append)
     assert again.info.details["bf16_layout"]["source"] == "grown for these weights (recorded)"
     assert not later
+
+
+def test_torch_bf16_layout_waits_for_a_concurrent_chooser_and_reads_its_record(tiny_checkpoint, tmp_path):
+    """Two processes opening torch bf16 on one checkpoint (Ray workers): one chooses, the other reads."""
+    import threading
+
+    from sharp_rt._version import __version__
+    from sharp_rt.core.atomic import exclusive_lock
+    from sharp_rt.export.precision_bf16 import TORCH_LAYOUT_FORMAT, torch_bf16_layout, torch_layout_path
+    from sharp_rt.sharp_ref.checkpoint import file_sha256
+
+    sha256 = file_sha256(tiny_checkpoint)
+    record_path = torch_layout_path(sha256, tmp_path)
+    results: list[dict] = []
+    messages: list[str] = []
+
+    def open_layout() -> None:
+        results.append(torch_bf16_layout(tiny_checkpoint, root=tmp_path, log=messages.append))
+
+    with exclusive_lock(record_path.with_suffix(".lock")):  # another process is choosing
+        waiter = threading.Thread(target=open_layout)
+        waiter.start()
+        waiter.join(timeout=2)
+        assert waiter.is_alive() and not results  # it waits instead of choosing a second time
+        chosen = {  # what the other process records when it is done
+            "format": TORCH_LAYOUT_FORMAT,
+            "checkpoint_sha256": sha256,
+            "sharp_rt": __version__,
+            "status": "passed",
+            "fp32_islands": ["gaussian_composer"],
+            "grown_islands": [],
+        }
+        record_path.write_text(json.dumps(chosen))
+    waiter.join(timeout=60)
+    assert results and results[0]["fp32_islands"] == ["gaussian_composer"]
+    assert results[0]["source"] == "recorded (chosen by another process meanwhile)"
+    assert not messages  # nothing was chosen in this process
 
 
 def test_torch_bf16_refused_for_these_weights_runs_auto_in_fp32_and_refuses_explicit_bf16(
@@ -333,3 +370,55 @@ def test_bf16_growth_tries_each_whole_network_alone_after_the_modules_and_never_
             evaluate, lambda: ranking[2:3], {"feature_model": "", "prediction_head": ""}, engine="x"
         )
     assert tried == [["feature_model", "prediction_head"]]
+
+
+def test_first_run_whose_bf16_engine_misses_its_bounds_caches_the_export_in_openvino_fp32(
+    bf16_stress_checkpoint, tmp_path
+):
+    """`sharp-rt predict` with no export, on weights OpenVINO bf16 cannot compute: fp32, not the reference."""
+    _openvino_with_bf16()
+    from conftest import DATA
+
+    from sharp_rt.export.first_run import RECORD_NAME, ReferenceFirstEngine, first_run_engine
+    from sharp_rt.predict.predictor import Predictor
+
+    lines: list[str] = []
+    engine = first_run_engine(bf16_stress_checkpoint, root=tmp_path / "engines", threads=2, log=lines.append)
+    assert isinstance(engine, ReferenceFirstEngine) and "the openvino bf16 engine is built" in lines[0]
+    with Predictor(engine) as predictor:
+        predictor.predict(DATA / "coffee.png")  # the reference; then bf16 misses on it, fp32 passes
+        second = predictor.predict(DATA / "chelsea.png")
+        assert engine.built and (engine.info.backend, engine.info.precision) == ("openvino", "fp32")
+    assert np.isfinite(second.mean_vectors).all()
+    (switch,) = [line for line in lines if "bf16 is outside its bounds on the first photo" in line]
+    assert "Gaussians within" in switch and "checking the same export in fp32 instead" in switch
+    record = json.loads((engine.target.directory / RECORD_NAME).read_text())
+    assert record["engine"] == "openvino fp32" and record["validation"]["status"] == "passed"
+    manifest = json.loads((engine.target.directory / "manifest.json").read_text())
+    assert manifest["layout"]["bf16"]["status"] == "refused"
+    # the next run opens the cached entry, in fp32, without a reference forward
+    later = first_run_engine(bf16_stress_checkpoint, root=tmp_path / "engines", threads=2)
+    assert not isinstance(later, ReferenceFirstEngine)
+    assert (later.info.backend, later.info.precision) == ("openvino", "fp32")
+    later.close()
+
+
+def test_plain_fp32_export_checks_openvino_bf16_and_records_a_miss_so_predict_runs_fp32(
+    bf16_stress_checkpoint, tmp_path
+):
+    """`sharp-rt export` (fp32) on weights OpenVINO bf16 cannot compute: the default then runs fp32."""
+    _openvino_with_bf16()
+    from sharp_rt.core.contract import open_manifest
+    from sharp_rt.engines.choice import Machine, choose_artifact_engine
+    from sharp_rt.export.pipeline import export_engine
+
+    lines: list[str] = []
+    result = export_engine(bf16_stress_checkpoint, precision="fp32", out_dir=tmp_path / "x", log=lines.append)
+    assert result.passed  # the fp32 export itself is fine and kept
+    manifest = open_manifest(tmp_path / "x")
+    assert manifest.raw["layout"]["bf16"]["status"] == "refused"
+    (line,) = [line for line in lines if line.startswith("OpenVINO bf16 misses its bounds on these weights")]
+    assert "runs this export in OpenVINO fp32" in line and "--precision bf16" in line
+    machine = Machine(frozenset({"openvino", "onnxruntime", "torch"}), False, "AVX512-BF16")
+    choice = choose_artifact_engine(tmp_path / "x", machine=machine)
+    assert (choice.backend, choice.precision) == ("openvino", "fp32")

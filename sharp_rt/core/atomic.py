@@ -308,6 +308,29 @@ def sync_directory(directory: Path) -> None:
             os.close(fd)
 
 
+@contextlib.contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on the file ``path`` (created with its folder) while the block runs.
+
+    POSIX ``flock``: the lock ends with the holder's process, so a killed builder never leaves a
+    stale lock behind.  Where ``fcntl`` is missing (Windows) the block runs unlocked.  Used where
+    two processes would otherwise build the same cached thing at once (an OpenVINO blob, an int8
+    model, a first-run engine, a torch bf16 layout): the second waits, then finds it built.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def write_atomic(path: str | Path, data: bytes | bytearray | memoryview, *, overwrite: bool = False) -> Path:
     """Write ``data`` to ``path`` atomically (see :func:`atomic_write`); returns the path."""
     with atomic_write(path, overwrite=overwrite) as f:

@@ -45,11 +45,12 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
 
+from sharp_rt.core.atomic import exclusive_lock
 from sharp_rt.core.contract import Manifest, PrecisionRequest, open_manifest
 from sharp_rt.core.errors import EngineError
 from sharp_rt.core.paths import cache_root
@@ -121,27 +122,6 @@ def cache_directory(artifact: Path, key: str) -> Path:
     if os.access(artifact, os.W_OK):
         return artifact / CACHE_DIR_NAME / key
     return cache_root() / "openvino" / key
-
-
-@contextlib.contextmanager
-def exclusive_lock(directory: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock on ``directory/.lock`` (POSIX ``flock``; no-op elsewhere).
-
-    Compiling with a cache writes the blob in place: a second process that
-    imported it meanwhile would read half a file.  Under the lock the second
-    process waits, then imports the finished blob.
-    """
-    try:
-        import fcntl
-    except ImportError:  # Windows: no flock; concurrent first opens may both compile
-        yield
-        return
-    with open(directory / LOCK_NAME, "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # --------------------------------------------------------------------------- bf16 float32 islands
@@ -379,7 +359,7 @@ class OpenVinoEngine(Engine):
         if cache_dir is None:
             return self._compile_once(core, model_path, config), False
         config = {**config, "CACHE_DIR": str(cache_dir)}
-        with exclusive_lock(cache_dir):
+        with exclusive_lock(cache_dir / LOCK_NAME):
             hit = any(cache_dir.glob("*.blob"))
             try:
                 compiled = self._compile_once(core, model_path, config)

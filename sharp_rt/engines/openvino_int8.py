@@ -61,6 +61,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sharp_rt.core.atomic import exclusive_lock
 from sharp_rt.core.errors import ArgumentError, EngineError
 
 CALIBRATION_DIR = Path(__file__).parent / "data" / "calibration"
@@ -261,22 +262,6 @@ def _remove_stale_staging(cache_dir: Path, log: Callable[[str], None]) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on ``path`` (created); no-op where ``fcntl`` is missing (Windows)."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    with open(path, "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def int8_key(file_hashes: list[str], calibration: list[Path], check: Path, hint: str = "f32") -> str:
     """16 hex digits over what the int8 model depends on (export, versions, calibration photos)."""
     import openvino
@@ -338,7 +323,7 @@ def int8_model(
     if record is not None:
         return target / "model.xml", record, True
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with _lock(cache_dir / ".int8.lock"):
+    with exclusive_lock(cache_dir / ".int8.lock"):
         record = read_int8_record(target)  # another process built it while this one waited
         if record is not None:
             return target / "model.xml", record, True

@@ -14,6 +14,7 @@ first_run_engine(checkpoint)                                    <sharp-rt cache>
           export_engine(validate=False) into .<entry>.building-<pid>/, rename it into place
           open the engine choose_engine picks ─> run it on photo 1 ─> compare with photo 1's reference
           output, bounds of its precision ─> first-run.json (atomic) ─> photo 2 onwards on that engine
+          bf16 (auto) fails its bounds: manifest layout.bf16 = refused ─> the same export in fp32, checked
           fails its bounds (or the build fails): nothing is kept, one line says so, and the following
           photos run on the reference (fp32, slow, exact)
 ```
@@ -54,12 +55,13 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from sharp_rt.core.atomic import exclusive_lock
 from sharp_rt.core.errors import EngineError
 from sharp_rt.engines.base import Engine, EngineInfo
 
@@ -272,23 +274,6 @@ def entry_problem(
     return fingerprint_problem(directory, record.get("files"))
 
 
-@contextlib.contextmanager
-def build_lock(path: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on ``path`` while the block runs (POSIX; elsewhere none)."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 @dataclasses.dataclass
 class CachedEngine:
     """What :func:`cached_engine` found or built."""
@@ -337,8 +322,8 @@ class BuildTarget:
         return entry_problem(self.directory, self.sha256, self.versions, validated)
 
     def lock(self) -> contextlib.AbstractContextManager[None]:
-        """The build lock of this entry (:func:`build_lock`)."""
-        return build_lock(self.root / f"{self.directory.name}.lock")
+        """The build lock of this entry (:func:`sharp_rt.core.atomic.exclusive_lock`)."""
+        return exclusive_lock(self.root / f"{self.directory.name}.lock")
 
 
 def locate(
@@ -522,6 +507,22 @@ def _open_built(target: BuildTarget, stage, seconds: dict[str, float]):
     return opened
 
 
+def _refuse_bf16(directory: Path, reason: str) -> None:
+    """Record in the entry's manifest that bf16 missed its bounds for these weights (``layout.bf16``).
+
+    The auto choice then runs the export in fp32 (:func:`sharp_rt.engines.choice.choose_engine`), as
+    for an export whose ``sharp-rt export --precision bf16`` refused bf16; the compiled bf16 blob goes.
+    """
+    from sharp_rt.core.contract import MANIFEST_NAME, write_manifest
+    from sharp_rt.engines.openvino_engine import CACHE_DIR_NAME
+
+    raw = json.loads((directory / MANIFEST_NAME).read_text())
+    refused = {"engine": "openvino", "status": "refused", "reason": reason}
+    raw["layout"] = {**(raw.get("layout") or {}), "bf16": refused}
+    write_manifest(directory, raw)
+    shutil.rmtree(directory / CACHE_DIR_NAME, ignore_errors=True)
+
+
 def _compare(engine, choice, image, factor, reference, what: str, stage, seconds) -> dict[str, Any]:
     """Run ``engine`` on (image, factor) and compare with ``reference`` under its precision's bounds."""
     from sharp_rt.export.validate import compare_outputs
@@ -691,9 +692,12 @@ class ReferenceFirstEngine(Engine):
     :meth:`close` (a one-photo run: after the first splat is written, so that the next run finds the
     engine), or :meth:`finish`: build the entry (lock, export, open), run the new engine on the first
     photo's input and compare with the kept reference output under its precision's bounds; passed:
-    record, cache, and run every later photo on it.  Failed (or the build raised): nothing is kept,
-    ``log`` gets one line, and the later photos run on the reference.  ``info`` is the engine that runs
-    the next photo (``info.details["chosen"]`` says which and why); ``seconds`` holds each stage's time.
+    record, cache, and run every later photo on it.  bf16 (auto) failed: the refusal is recorded in the
+    entry's manifest (``layout.bf16``) and the same export is checked in fp32 (OpenVINO fp32, faster
+    than the reference), which the auto choice then opens from the cache.  Failed (or the build
+    raised): nothing is kept, ``log`` gets one line, and the later photos run on the reference.
+    ``info`` is the engine that runs the next photo (``info.details["chosen"]`` says which and why);
+    ``seconds`` holds each stage's time.
     """
 
     def __init__(
@@ -829,10 +833,21 @@ class ReferenceFirstEngine(Engine):
             "it is checked against the first photo's reference output"
         )
         _export_into_place(target, True, self._stage, seconds)
+        what = "the first photo"
         try:
             engine, choice = _open_built(target, self._stage, seconds)
-            what = "the first photo"
             validation = _compare(engine, choice, image, factor, reference, what, self._stage, seconds)
+            if validation["status"] != "passed" and choice.precision == "bf16" and target.precision == "auto":
+                # bf16 misses on these weights: the same export in fp32 (OpenVINO fp32 beats the reference)
+                engine.close()
+                failure = validation["failures"][0]
+                _refuse_bf16(target.directory, f"bf16 misses its bounds on the first photo ({failure})")
+                self._log(
+                    f"{choice.backend} bf16 is outside its bounds on {what} against the fp32 reference "
+                    f"({failure}): checking the same export in fp32 instead (recorded in its manifest)"
+                )
+                engine, choice = _open_built(target, self._stage, seconds)
+                validation = _compare(engine, choice, image, factor, reference, what, self._stage, seconds)
         except BaseException:
             shutil.rmtree(target.directory, ignore_errors=True)
             raise

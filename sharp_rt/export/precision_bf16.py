@@ -458,6 +458,52 @@ def _read_torch_record(path: Path, sha256: str) -> dict[str, Any] | None:
     return record if usable else None
 
 
+def _choose_and_record_torch_layout(
+    path: Path,
+    sha256: str,
+    record_path: Path,
+    log: Callable[[str], None],
+    stage: Stage | None,
+    probes: list[tuple[str, np.ndarray, np.ndarray]] | None,
+    references: list[dict[str, np.ndarray]] | None,
+) -> dict[str, Any]:
+    """Choose the torch bf16 layout (:func:`choose_torch_bf16_layout`) and record it, passed or refused."""
+    from sharp_rt._version import __version__
+    from sharp_rt.core.atomic import write_atomic
+
+    log(
+        f"Choosing the torch bf16 layout for {path.name} (once; recorded in {record_path}): "
+        "sharp_ref fp32 and bf16 on the probe photos"
+    )
+    base = {"format": TORCH_LAYOUT_FORMAT, "checkpoint_sha256": sha256, "sharp_rt": __version__}
+    try:
+        chosen = choose_torch_bf16_layout(path, log=log, stage=stage, probes=probes, references=references)
+    except EngineError as refused:
+        record = {**base, "status": "refused", "reason": refused.message, "hint": refused.hint}
+    else:
+        validation = chosen["validation"]
+        record = {
+            **base,
+            "status": "passed",
+            "fp32_islands": chosen["fp32_islands"],
+            "grown_islands": [
+                {key: row[key] for key in ("module", "what", "error", "rank", "round")}
+                for row in chosen["grown_islands"]
+            ],
+            "validation": {
+                "status": validation["status"],
+                "rounds": validation["rounds"],
+                "covariances": validation["covariances"],
+            },
+            "seconds": chosen["seconds"],
+        }
+    with contextlib.suppress(OSError):  # an unwritable cache only costs the choice next time
+        record_path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(record_path, json.dumps(record, indent=1, default=float).encode(), overwrite=True)
+    record["source"] = "chosen now"
+    return record
+
+
 def torch_bf16_layout(
     checkpoint: str | Path | None,
     *,
@@ -477,8 +523,7 @@ def torch_bf16_layout(
     naming fp32 when bf16 cannot meet its bounds on these weights (also when a refusal is recorded).
     probes / references: as :func:`choose_torch_bf16_layout` (used only when the layout is chosen).
     """
-    from sharp_rt._version import __version__
-    from sharp_rt.core.atomic import write_atomic
+    from sharp_rt.core.atomic import exclusive_lock
     from sharp_rt.sharp_ref.checkpoint import checkpoint_file, file_sha256
 
     path = checkpoint_file(checkpoint)
@@ -486,38 +531,15 @@ def torch_bf16_layout(
     record_path = torch_layout_path(sha256, root)
     record = _read_torch_record(record_path, sha256)
     if record is None:
-        log(
-            f"Choosing the torch bf16 layout for {path.name} (once; recorded in {record_path}): "
-            "sharp_ref fp32 and bf16 on the probe photos"
-        )
-        base = {"format": TORCH_LAYOUT_FORMAT, "checkpoint_sha256": sha256, "sharp_rt": __version__}
-        try:
-            chosen = choose_torch_bf16_layout(
-                path, log=log, stage=stage, probes=probes, references=references
-            )
-        except EngineError as refused:
-            record = {**base, "status": "refused", "reason": refused.message, "hint": refused.hint}
-        else:
-            validation = chosen["validation"]
-            record = {
-                **base,
-                "status": "passed",
-                "fp32_islands": chosen["fp32_islands"],
-                "grown_islands": [
-                    {key: row[key] for key in ("module", "what", "error", "rank", "round")}
-                    for row in chosen["grown_islands"]
-                ],
-                "validation": {
-                    "status": validation["status"],
-                    "rounds": validation["rounds"],
-                    "covariances": validation["covariances"],
-                },
-                "seconds": chosen["seconds"],
-            }
-        with contextlib.suppress(OSError):  # an unwritable cache only costs the choice next time
-            record_path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(record_path, json.dumps(record, indent=1, default=float).encode(), overwrite=True)
-        record["source"] = "chosen now"
+        # one chooser per checkpoint (Ray workers start together): the others wait, then read its record
+        with exclusive_lock(record_path.with_suffix(".lock")):
+            record = _read_torch_record(record_path, sha256)
+            if record is None:
+                record = _choose_and_record_torch_layout(
+                    path, sha256, record_path, log, stage, probes, references
+                )
+            else:
+                record["source"] = "recorded (chosen by another process meanwhile)"
     else:
         record["source"] = "recorded"
     if record["status"] == "refused":
