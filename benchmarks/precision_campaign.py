@@ -14,7 +14,9 @@ evaluation photo (``benchmarks/eval_photos``, which no test reads):
   ``--fp16-layout shipped``: the shipped islands exported without validation or growth;
 * ``bf16 openvino``: the fp32 export in OpenVINO's CPU plugin with ``INFERENCE_PRECISION_HINT=bf16``
   (the layout chosen for these weights on the probes when ``--bf16-layout grown``);
-* ``bf16 torch``: ``sharp_ref`` in bf16 with the shipped (or grown) float32 islands.
+* ``bf16 torch``: ``sharp_ref`` in bf16 with the shipped (or grown) float32 islands;
+* ``fp32 onnxruntime`` (not run by default): the fp32 export in ONNX Runtime, the floor two fp32
+  engines reach against each other (bounds: the fp32 export tolerance).
 
 Per photo and engine: the per-Gaussian errors (``sharp_rt.export.validate.gaussian_errors``: p99,
 p99.9, max; the fraction within each bound of the precision's export tolerance and within all of
@@ -45,7 +47,7 @@ from sharp_rt.core.contract import OUTPUT_NAMES
 from sharp_rt.export.validate import TOLERANCES, error_quantiles, gaussian_errors
 
 EVAL_PHOTOS = Path(__file__).resolve().parent / "eval_photos"
-ENGINES = ("fp16 onnxruntime", "bf16 openvino", "bf16 torch")
+ENGINES = ("fp16 onnxruntime", "bf16 openvino", "bf16 torch", "fp32 onnxruntime")
 nan = float("nan")
 MEASURES = ("covariances", "mean_vectors", "colors", "opacities")
 
@@ -166,6 +168,14 @@ def measure_seed(args, rule: str, seed: int, photos: dict, work: Path, write, do
         timings["fp16 export"] = time.perf_counter() - t0
         session = onnxruntime_session(onnx_path, threads=args.threads)
         engines["fp16 onnxruntime"] = lambda photo, s=session: run_onnx(s, photo["image"], photo["factor"])
+    if "fp32 onnxruntime" in args.engines:  # the fp32 floor: another fp32 engine against sharp_ref
+        from sharp_rt.export.validate import onnxruntime_session, run_onnx
+
+        fp32_dir = work / f"fp32-{rule}-{seed}"
+        if not (args.reuse and (fp32_dir / "manifest.json").exists()):
+            export_engine(checkpoint, precision="fp32", out_dir=fp32_dir, overwrite=True, validate=False)
+        session32 = onnxruntime_session(fp32_dir / "model.onnx", threads=args.threads)
+        engines["fp32 onnxruntime"] = lambda photo, s=session32: run_onnx(s, photo["image"], photo["factor"])
     if "bf16 openvino" in args.engines:
         from sharp_rt.engines.openvino_engine import OpenVinoEngine
 
@@ -326,7 +336,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rules", nargs="+", default=["default", "trained"], choices=["default", "trained"])
     parser.add_argument("--photos", nargs="+", default=["all"], help="'all' or eval photo stems")
-    parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
+    parser.add_argument("--engines", nargs="+", default=list(ENGINES[:3]), choices=ENGINES)
     parser.add_argument("--bf16-layout", default="shipped", choices=["shipped", "grown"])
     parser.add_argument("--fp16-layout", default="grown", choices=["shipped", "grown"])
     parser.add_argument("--no-renders", dest="renders", action="store_false", help="per-Gaussian only")
