@@ -12,7 +12,13 @@ Variants (each a fresh process per round, interleaved A B C D A B C D ..., one a
   run is round 1's ``first-run`` when both are asked);
 * ``torch``: today's route without an export, ``--backend torch`` (bf16 where the CPU has it);
 * ``export-route``: the route before issue 25, ``sharp-rt export --precision fp32`` (validated with
-  ONNX Runtime on the probe photos) then ``predict`` with the default engine, in one process.
+  ONNX Runtime on the probe photos) then ``predict`` with the default engine, in one process;
+* ``reference``: ``sharp_ref`` fp32 from the checkpoint (``--backend torch --precision fp32``), the same
+  forward a first run's photo 1 is, outside the first-run machinery (with ``--first-only``: does the
+  first run lose time around that forward?).
+
+``--first-only`` ends each process once its first ``.ply`` is written (a first run then builds
+nothing); the table has the first photo only.
 
 Reported per variant (medians over rounds; wall and CPU seconds; peak RSS; the load average before
 and after each process; ``lscpu``'s model): seconds from process start to the first and the second
@@ -24,6 +30,7 @@ Usage::
     nice -n 10 python benchmarks/first_run.py --preset tiny1536 --rounds 3 --threads 2 \
         --variants first-run build-first cached torch
     nice -n 10 python benchmarks/first_run.py --preset sharp --rounds 2 --variants first-run cached
+    python benchmarks/first_run.py --preset sharp --rounds 3 --variants first-run reference --first-only
 
 Synthetic seed-0 weights are written to ``--workdir`` (the full model's 2.8 GB too).
 """
@@ -44,7 +51,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-VARIANTS = ("first-run", "build-first", "cached", "torch", "export-route")
+VARIANTS = ("first-run", "build-first", "cached", "torch", "export-route", "reference")
 PHOTOS = (
     ROOT / "benchmarks" / "eval_photos" / "astronaut.jpg",
     ROOT / "benchmarks" / "eval_photos" / "rocket.jpg",
@@ -74,6 +81,13 @@ def open_variant(variant: str, args: argparse.Namespace, stages: dict[str, float
 
         spec = EngineSpec(checkpoint=Path(args.checkpoint), backend="torch", threads=args.threads)
         return spec.open(), False
+    if variant == "reference":
+        from sharp_rt.predict.predictor import EngineSpec
+
+        spec = EngineSpec(
+            checkpoint=Path(args.checkpoint), backend="torch", precision="fp32", threads=args.threads
+        )
+        return spec.open(), False
     from sharp_rt.engines import load_artifact  # export-route
     from sharp_rt.export.pipeline import export_engine
 
@@ -100,7 +114,7 @@ def child(args: argparse.Namespace) -> None:
     stages["engine ready"] = time.perf_counter() - opened
     predictor = Predictor(engine)
     times, engines, since_start = [], [], []
-    for index, photo in enumerate(PHOTOS):
+    for index, photo in enumerate(PHOTOS[:1] if args.first_only else PHOTOS):
         t0 = time.perf_counter()
         gaussians = predictor.predict(photo)
         write_ply(gaussians, out / f"{index}.ply", overwrite=True)
@@ -109,22 +123,22 @@ def child(args: argparse.Namespace) -> None:
         engines.append(f"{predictor.engine.info.backend} {predictor.engine.info.precision}")
     recorded = getattr(engine, "seconds", None) or engine.info.details.get("first_run_seconds", {})
     stages.update({f"engine: {k}": v for k, v in recorded.items()})
-    print(
-        json.dumps(
-            {
-                "variant": args.child,
-                "engines": engines,  # the engine that produced each photo's splat
-                "built": built,
-                "first_ply_s": since_start[0],
-                "second_ply_s": since_start[1],
-                "photo_s": times,
-                "warm_photo_s": times[2],
-                "stages": stages,
-                "cpu_s": cpu_seconds(),
-                "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
-            }
-        )
-    )
+    result = {
+        "variant": args.child,
+        "engines": engines,  # the engine that produced each photo's splat
+        "built": built,
+        "first_ply_s": since_start[0],
+        "first_photo_s": times[0],  # decode .. .ply of photo 1
+        "photo_s": times,
+        "stages": stages,
+        "cpu_s": cpu_seconds(),
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+    }
+    if not args.first_only:
+        result.update(second_ply_s=since_start[1], warm_photo_s=times[2])
+    print(json.dumps(result), flush=True)
+    if args.first_only:  # no close(): a first run would build its engine there, which is not timed here
+        os._exit(0)
     predictor.close()
 
 
@@ -145,6 +159,7 @@ def run_child(variant: str, args, cache: Path, out: Path) -> dict:
         str(args.threads),
         "--spawned-at",
         repr(time.time()),
+        *(["--first-only"] if args.first_only else []),
     ]
     env = {**os.environ, "SHARP_RT_CACHE": str(cache)}
     done = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -162,6 +177,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/sharp-rt-first-run"))
+    parser.add_argument(
+        "--first-only", action="store_true", help="end each process after its first .ply (nothing built)"
+    )
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--checkpoint", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--cache", help=argparse.SUPPRESS)
@@ -190,6 +208,8 @@ def main() -> None:
             save_checkpoint(synthetic_checkpoint(get_config(args.preset), seed=0), args.checkpoint)
     warm_cache = args.workdir / "cache-warm"
     results: dict[str, list[dict]] = {v: [] for v in args.variants}
+    if args.first_only and "cached" in args.variants:
+        raise SystemExit("--first-only: a first run fills no cache, so `cached` has nothing to read")
     if "cached" in args.variants:  # the set-up: one first run fills the cache the `cached` variant reads
         shutil.rmtree(warm_cache, ignore_errors=True)
         setup = run_child("first-run", args, warm_cache, args.workdir / "out-setup")
@@ -208,16 +228,25 @@ def main() -> None:
             results[variant].append(result)
             # raw numbers of each process as it ends, so a run cut short keeps what it measured
             (args.workdir / "results.json").write_text(json.dumps(results, indent=1))
+            later = (
+                ""
+                if args.first_only
+                else f", second {result['second_ply_s']:.1f} s, warm photo {result['warm_photo_s']:.1f} s"
+            )
             print(
-                f"round {round_index + 1} {variant}: first .ply {result['first_ply_s']:.1f} s, second "
-                f"{result['second_ply_s']:.1f} s, warm photo {result['warm_photo_s']:.1f} s, CPU "
-                f"{result['cpu_s']:.1f} s, load {result['load'][0]:.1f}-{result['load'][1]:.1f}",
+                f"round {round_index + 1} {variant}: first .ply {result['first_ply_s']:.1f} s (photo 1 "
+                f"{result['first_photo_s']:.1f} s){later}, CPU {result['cpu_s']:.1f} s, load "
+                f"{result['load'][0]:.1f}-{result['load'][1]:.1f}",
                 flush=True,
             )
     model = next(
         (line.split(":", 1)[1].strip() for line in _lscpu().splitlines() if "Model name" in line), "?"
     )
     print(f"\n{args.preset}, {args.rounds} rounds, {args.threads} threads, CPU: {model}\n")
+    if args.first_only:
+        print_first_only(results)
+        (args.workdir / "results.json").write_text(json.dumps(results, indent=1))
+        return
     print(
         "| variant | engines (photos 1, 2, 3) | first .ply s | second .ply s | warm photo s (3rd) "
         "| first / warm | CPU s | peak RSS GB | stages (median s) |"
@@ -238,6 +267,25 @@ def main() -> None:
             f"| {first / warm:.1f} | {cpu:.1f} | {rss:.2f} | {stages} |"
         )
     (args.workdir / "results.json").write_text(json.dumps(results, indent=1))
+
+
+def print_first_only(results: dict[str, list[dict]]) -> None:
+    """The ``--first-only`` table: the first photo per variant, medians over rounds."""
+    print("| variant | engine | first .ply s | photo 1 s | CPU s | peak RSS GB | stages (median s) |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | --- |")
+    for variant, rows in results.items():
+        names = list(dict.fromkeys(n for r in rows for n in r["stages"]))
+        stages = ", ".join(
+            f"{n} {statistics.median(r['stages'].get(n, 0.0) for r in rows):.1f}" for n in names
+        )
+        first = statistics.median(r["first_ply_s"] for r in rows)
+        photo = statistics.median(r["first_photo_s"] for r in rows)  # decode .. .ply of photo 1
+        cpu = statistics.median(r["cpu_s"] for r in rows)
+        rss = max(r["peak_rss_gb"] for r in rows)
+        print(
+            f"| {variant} | {rows[0]['engines'][0]} | {first:.1f} | {photo:.1f} | {cpu:.1f} | {rss:.2f} "
+            f"| {stages} |"
+        )
 
 
 def fingerprint_cost(directory: Path, repeats: int = 5) -> None:

@@ -6,6 +6,7 @@ every test in this file; corruption tests work on copies.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -138,11 +139,25 @@ def test_fp32_manifest_records_contract_and_passed_validation(fp32_dir, checkpoi
         "fp32_islands": {},
         "fp32_always": ["inputs and outputs", "depth normalization and initializer", "composer"],
     }
-    from sharp_rt.export.pipeline import _openvino_bf16_here
+    from sharp_rt.export.pipeline import predict_runs_openvino_bf16
 
-    assert (bf16 is not None) == _openvino_bf16_here()
+    assert (bf16 is not None) == predict_runs_openvino_bf16(manifest.directory)
     assert bf16 is None or bf16["status"] == "checked"  # tiny seed 0: OpenVINO bf16 within its bounds
     assert {"sharp_rt", "torch", "onnx", "onnxruntime"} <= set(manifest.raw["versions"])
+
+
+def test_plain_fp32_export_checks_openvino_bf16_only_where_predict_would_run_it(tmp_path):
+    from sharp_rt.engines.choice import Machine
+    from sharp_rt.export.pipeline import predict_runs_openvino_bf16
+
+    cpu = Machine(frozenset({"openvino", "onnxruntime", "torch"}), nvidia_gpu=False, bf16_unit="AVX512-BF16")
+    assert predict_runs_openvino_bf16(tmp_path, cpu)
+    gpu = dataclasses.replace(cpu, backends=cpu.backends | {"tensorrt"}, nvidia_gpu=True)
+    assert not predict_runs_openvino_bf16(tmp_path, gpu)  # the GPU runs the export, not OpenVINO
+    assert not predict_runs_openvino_bf16(tmp_path, dataclasses.replace(cpu, bf16_unit=None))
+    without_openvino = dataclasses.replace(cpu, backends=frozenset({"onnxruntime", "torch"}))
+    assert not predict_runs_openvino_bf16(tmp_path, without_openvino)
+    assert not predict_runs_openvino_bf16(tmp_path, dataclasses.replace(cpu, backends=frozenset()))
 
 
 def test_fp32_onnx_is_float32_with_plain_attention(fp32_dir):

@@ -184,6 +184,21 @@ class Manifest:
         """``passed``, ``failed`` or ``skipped``."""
         return str(self.validation.get("status", "skipped"))
 
+    @property
+    def bf16_refused(self) -> bool:
+        """Whether ``layout.bf16`` records that bf16 missed its bounds for its weights (bf16_refusal)."""
+        section = (self.raw.get("layout") or {}).get("bf16") or {}
+        return section.get("status") == "refused"
+
+
+def bf16_refusal(reason: str) -> dict[str, str]:
+    """``layout.bf16`` of an fp32 export whose weights OpenVINO bf16 cannot compute within its bounds.
+
+    reason: what missed (a bound and its measured value).  The auto engine choice then runs the
+    export in fp32 (:attr:`Manifest.bf16_refused`, :func:`sharp_rt.engines.choice.choose_engine`).
+    """
+    return {"engine": "openvino", "status": "refused", "reason": reason}
+
 
 def write_manifest(directory: Path, data: Mapping[str, Any]) -> Path:
     """Write ``manifest.json`` atomically (temporary file, fsync, rename: ``runtime.atomic``)."""

@@ -262,7 +262,7 @@ def _cpu_choice(
     fp32_artifact = _pick(artifacts, "fp32")
     any_artifact = fp32_artifact or artifacts[0]
     has = machine.backends.__contains__
-    refused = any_artifact.manifest is not None and _bf16_refused(any_artifact.manifest)
+    refused = any_artifact.manifest is not None and any_artifact.manifest.bf16_refused
     if refused and bf16_ok and precision == "auto":  # its export found bf16 missing its bounds here
         bf16_ok = False
     if bf16_ok and has("openvino"):
@@ -315,12 +315,6 @@ def _cpu_choice(
         "No inference backend is installed that can run the export",
         hint="pip install 'sharp-rt[openvino]' (CPU) or 'sharp-rt[onnxruntime]'",
     )
-
-
-def _bf16_refused(manifest: Manifest) -> bool:
-    """Whether the export's ``layout.bf16`` records that bf16 was refused for its weights."""
-    section = (manifest.raw.get("layout") or {}).get("bf16") or {}
-    return section.get("status") == "refused"
 
 
 def _int8_choice(machine: Machine, artifacts: list[ArtifactOption]) -> Choice:

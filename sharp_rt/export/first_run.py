@@ -513,12 +513,11 @@ def _refuse_bf16(directory: Path, reason: str) -> None:
     The auto choice then runs the export in fp32 (:func:`sharp_rt.engines.choice.choose_engine`), as
     for an export whose ``sharp-rt export --precision bf16`` refused bf16; the compiled bf16 blob goes.
     """
-    from sharp_rt.core.contract import MANIFEST_NAME, write_manifest
+    from sharp_rt.core.contract import MANIFEST_NAME, bf16_refusal, write_manifest
     from sharp_rt.engines.openvino_engine import CACHE_DIR_NAME
 
     raw = json.loads((directory / MANIFEST_NAME).read_text())
-    refused = {"engine": "openvino", "status": "refused", "reason": reason}
-    raw["layout"] = {**(raw.get("layout") or {}), "bf16": refused}
+    raw["layout"] = {**(raw.get("layout") or {}), "bf16": bf16_refusal(reason)}
     write_manifest(directory, raw)
     shutil.rmtree(directory / CACHE_DIR_NAME, ignore_errors=True)
 

@@ -52,8 +52,10 @@ from sharp_rt.core.contract import (
     OPSET,
     PLAN_NAME,
     ArtifactPrecision,
+    bf16_refusal,
 )
 from sharp_rt.core.errors import EngineError, SharpError
+from sharp_rt.engines.choice import ArtifactOption, Machine, choose_engine
 from sharp_rt.engines.tensorrt_engine import TensorRTEngine, tensorrt_environment
 from sharp_rt.export.artifact import (
     ExportManifest,
@@ -405,7 +407,7 @@ def export_engine(
     )
     written = manifest.write(out)
     plain_fp32 = not openvino_bf16 and target == "onnx" and precision == "fp32"
-    if plain_fp32 and validation["status"] == "passed" and _openvino_bf16_here():
+    if plain_fp32 and validation["status"] == "passed" and predict_runs_openvino_bf16(out):
         # predict's default on this CPU is OpenVINO bf16 from this fp32 export: checked on these weights
         layout = {
             **manifest.layout,
@@ -432,7 +434,7 @@ def export_engine(
                 )
             except EngineError as refused:  # recorded: `predict` then runs this export in fp32
                 error = refused
-                layout["bf16"] = {"engine": "openvino", "status": "refused", "reason": refused.message}
+                layout["bf16"] = bf16_refusal(refused.message)
             seconds = time.perf_counter() - started
             export = {**manifest.export, "seconds": round(seconds, 1), "peak_rss_mib": round(peak_rss_mib())}
             written = dataclasses.replace(manifest, layout=layout, export=export).write(out)
@@ -457,13 +459,18 @@ def _check_openvino_bf16() -> None:
         )
 
 
-def _openvino_bf16_here() -> bool:
-    """Whether ``sharp-rt predict``'s default here is OpenVINO bf16 (OpenVINO, a CPU with bf16 units)."""
-    import importlib.util
+def predict_runs_openvino_bf16(out: Path, machine: Machine | None = None) -> bool:
+    """Whether ``sharp-rt predict``'s auto choice runs the fp32 export ``out`` in OpenVINO bf16 here.
 
-    from sharp_rt.runtime.cpu import read_cpu_info
-
-    return importlib.util.find_spec("openvino") is not None and read_cpu_info().bf16_unit is not None
+    The engine choice itself (:func:`sharp_rt.engines.choice.choose_engine`) on ``machine`` (None:
+    this one): true with OpenVINO installed, a CPU with bf16 units and no NVIDIA GPU (whose engines
+    come first); false wherever nothing installed runs the export.
+    """
+    try:
+        choice = choose_engine(machine or Machine.detect(), [ArtifactOption(out, "fp32", has_plan=False)])
+    except SharpError:  # no backend installed for it: predict would not run it at all
+        return False
+    return (choice.backend, choice.precision) == ("openvino", "bf16")
 
 
 def openvino_bf16_check(
@@ -478,7 +485,7 @@ def openvino_bf16_check(
 
     What ``sharp-rt predict`` runs by default on a CPU with bf16 units, checked on these weights
     against the export's fp32 references (no fp32 forward repeated; two OpenVINO bf16 forwards and
-    one compile: ~2 min on the full model).  Within the bf16 bounds: ``status`` ``checked``.  Outside
+    one compile: 113 s on the full model).  Within the bf16 bounds: ``status`` ``checked``.  Outside
     them: ``refused`` with the reason, so the auto choice runs this export in OpenVINO fp32 (nothing
     raises: the fp32 export itself passed); ``sharp-rt export --precision bf16`` grows float32 islands
     instead.  Trained-like stress weights miss here on the full model (docs/precision.md).
@@ -501,11 +508,7 @@ def openvino_bf16_check(
         "OpenVINO fp32 (recorded in the manifest); `sharp-rt export --precision bf16` grows float32 "
         "islands for bf16 instead"
     )
-    return {
-        "engine": "openvino",
-        "status": "refused",
-        "reason": f"OpenVINO bf16 misses its bounds ({failure})",
-    }
+    return bf16_refusal(f"OpenVINO bf16 misses its bounds ({failure})")
 
 
 def openvino_bf16_section(
