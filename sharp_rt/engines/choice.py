@@ -34,13 +34,14 @@ the CPU has native bf16 units; ``"fp32"`` keeps to fp32 engines (the fp32 bound)
 ``"int8"`` (OpenVINO, opt-in) is never chosen by ``auto``: the rule (issue 25) is that auto
 picks it only once it is measured both >= 1.6x OpenVINO bf16 and within its fidelity goal on
 every evaluation photo on the full model.  Measured (docs/benchmarks.md, "Full model, int8"):
-1.46x bf16 by wall, 1.43x by CPU seconds (2 rounds, load 7-10), renders >= 48.6 dB from the
-reference, half the memory; the speed goal is missed, and per Gaussian it exceeds the bound
-its build checks on one photo.  On a CPU with AMX-INT8 (Intel Xeon 4th gen+) the
-choice is the same, OpenVINO bf16 (on AMX-BF16): no AMX machine has measured int8 against it;
-the peak int8 : bf16 ratio there is 2 : 1 as on Zen 4's AVX-512 (2048 : 1024 against 128 : 64
-op/cycle/core, ``sharp_rt.runtime.cpu``), and int8 speeds only the matrix products, the very
-layers AMX-BF16 already runs fastest, so no gain is assumed without a measurement.
+1.40x bf16 by wall and by CPU seconds (the protocol's 2 rounds x 3 photos, quiet machine; 1.46x
+in a loaded run), renders >= 48.6 dB from the reference, half the memory; the speed goal is
+missed, and per Gaussian it exceeds the bound its build checks on one photo.  On a CPU with
+AMX-INT8 (Intel Xeon 4th gen+) the choice is the same, OpenVINO bf16 (on AMX-BF16): no AMX
+machine has measured int8 against it; the peak int8 : bf16 ratio there is 2 : 1 as on Zen 4's
+AVX-512 (2048 : 1024 against 128 : 64 op/cycle/core, ``sharp_rt.runtime.cpu``), and int8 speeds
+only the matrix products, the very layers AMX-BF16 already runs fastest, so no gain is assumed
+without a measurement.
 Torch runs only from a checkpoint the user named (no surprise 2.8 GB download).
 """
 
@@ -329,7 +330,7 @@ def _int8_choice(machine: Machine, artifacts: list[ArtifactOption]) -> Choice:
         "openvino",
         "int8",
         fp32_artifact.directory,
-        "int8 requested: OpenVINO int8 matrix products (opt-in; auto does not pick it: 1.46x bf16 measured "
+        "int8 requested: OpenVINO int8 matrix products (opt-in; auto does not pick it: 1.40x bf16 measured "
         "on the full model, short of the 1.6x and the per-Gaussian bound its choice needs)",
     )
 

@@ -87,20 +87,22 @@ class Tolerance:
 
 TOLERANCES: dict[str, Tolerance] = {
     # fp32: ONNX Runtime (or OpenVINO) vs torch is float32 rounding noise, which trained-like weights
-    # (high-norm tokens, LayerScale spread; sharp_rt.sharp_ref.synthetic) amplify 5-10x over the default
+    # (high-norm tokens, LayerScale spread; sharp_rt.sharp_ref.synthetic) amplify about 20x over the default
     # rule.  Chosen on the evaluation photos (benchmarks/eval_photos: astronaut, raccoon; the full model,
-    # trained-like rule, seed 0, ONNX Runtime fp32; docs/precision.md "The fp32 bounds"), whose largest
-    # noise was: covariances p99.9 6.8e-3 / max 2.4e-2, opacities 8.2e-4 / 1.4e-3, colours 8.6e-5 /
-    # 1.7e-4, means 1.6e-5 / 4.9e-5 (default rule: covariances max 4.3e-3, docs/engine-contract.md
-    # section 6).  `within` is about 1.5x the largest p99.9 (means: 6x), `max` 3-6x the largest maximum.
-    # Checked on the probe photos (grace_hopper, china; trained-like: covariances p99.9 4.8e-3, max 2.0e-2).
+    # trained-like rule, seeds 0 and 1, ONNX Runtime fp32; docs/precision.md "The fp32 bounds"), whose
+    # largest noise was: covariances p99.9 1.8e-2 / max 9.9e-2, opacities 1.1e-3 / 2.2e-3, colours
+    # 1.3e-4 / 2.6e-4, means 1.8e-5 / 4.9e-5 (default rule: covariances max 4.3e-3, docs/engine-contract.md
+    # section 6).  `within` is about 1.5x the largest p99.9 (means: 5x), `max` 3-5x the largest maximum.
+    # Checked on the probe photos (grace_hopper, china; trained-like seed 0: covariances p99.9 4.8e-3,
+    # max 2.0e-2).  Wider than fp16's covariance `within` (1e-2): on such weights the per-Gaussian
+    # covariance error is mostly float32 operation-order noise, which no engine can stay below.
     "fp32": Tolerance(
         min_fraction_within=0.999,
         bounds={
-            "covariances": Bound(within=1e-2, max=1e-1),
+            "covariances": Bound(within=3e-2, max=3e-1),
             "mean_vectors": Bound(within=1e-4, max=1e-3),
             "colors": Bound(within=2e-4, max=1e-3),
-            "opacities": Bound(within=1.5e-3, max=5e-3),
+            "opacities": Bound(within=2e-3, max=1e-2),
         },
     ),
     # fp16: the promised bounds (99.9 % within), and bounds on the maximum about 3x the largest errors
