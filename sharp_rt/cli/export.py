@@ -71,10 +71,9 @@ def export_command(
         PrecisionOption,
         typer.Option(
             "--precision",
-            help="fp32 (ONNX: where predict's default is OpenVINO bf16, a CPU with bf16 units, it also "
-            "checks OpenVINO bf16 on these weights and records a miss, so predict runs fp32), fp16 "
-            "(ONNX: mixed precision carried by the graph; aoti: CUDA only), or bf16 (ONNX: an fp32 "
-            "export plus OpenVINO's bf16 layout grown for these weights; aoti: a torch bf16 package).",
+            help="fp32 (ONNX: also checks OpenVINO bf16 where predict would run it, recording a miss), fp16 "
+            "(ONNX: mixed precision in the graph; aoti: CUDA only), or bf16 (ONNX: fp32 plus OpenVINO's "
+            "bf16 layout grown for these weights; aoti: a torch bf16 package).",
         ),
     ] = PrecisionOption.fp32,
     target: Annotated[
