@@ -128,8 +128,7 @@ def child(args: argparse.Namespace) -> None:
         "engines": engines,  # the engine that produced each photo's splat
         "built": built,
         "first_ply_s": since_start[0],
-        "first_photo_s": times[0],  # decode .. .ply of photo 1
-        "photo_s": times,
+        "photo_s": times,  # decode .. .ply, per photo
         "stages": stages,
         "cpu_s": cpu_seconds(),
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
@@ -235,7 +234,7 @@ def main() -> None:
             )
             print(
                 f"round {round_index + 1} {variant}: first .ply {result['first_ply_s']:.1f} s (photo 1 "
-                f"{result['first_photo_s']:.1f} s){later}, CPU {result['cpu_s']:.1f} s, load "
+                f"{result['photo_s'][0]:.1f} s){later}, CPU {result['cpu_s']:.1f} s, load "
                 f"{result['load'][0]:.1f}-{result['load'][1]:.1f}",
                 flush=True,
             )
@@ -243,9 +242,8 @@ def main() -> None:
         (line.split(":", 1)[1].strip() for line in _lscpu().splitlines() if "Model name" in line), "?"
     )
     print(f"\n{args.preset}, {args.rounds} rounds, {args.threads} threads, CPU: {model}\n")
-    if args.first_only:
+    if args.first_only:  # results.json was written after each process
         print_first_only(results)
-        (args.workdir / "results.json").write_text(json.dumps(results, indent=1))
         return
     print(
         "| variant | engines (photos 1, 2, 3) | first .ply s | second .ply s | warm photo s (3rd) "
@@ -258,10 +256,7 @@ def main() -> None:
         warm = statistics.median(r["warm_photo_s"] for r in rows)
         cpu = statistics.median(r["cpu_s"] for r in rows)
         rss = max(r["peak_rss_gb"] for r in rows)
-        names = list(dict.fromkeys(n for r in rows for n in r["stages"]))
-        stages = ", ".join(
-            f"{n} {statistics.median(r['stages'].get(n, 0.0) for r in rows):.1f}" for n in names
-        )
+        stages = median_stages(rows)
         print(
             f"| {variant} | {', '.join(rows[0]['engines'])} | {first:.1f} | {second:.1f} | {warm:.1f} "
             f"| {first / warm:.1f} | {cpu:.1f} | {rss:.2f} | {stages} |"
@@ -269,17 +264,20 @@ def main() -> None:
     (args.workdir / "results.json").write_text(json.dumps(results, indent=1))
 
 
+def median_stages(rows: list[dict]) -> str:
+    """Each stage a variant's processes recorded, with its median seconds over them."""
+    names = list(dict.fromkeys(n for r in rows for n in r["stages"]))
+    return ", ".join(f"{n} {statistics.median(r['stages'].get(n, 0.0) for r in rows):.1f}" for n in names)
+
+
 def print_first_only(results: dict[str, list[dict]]) -> None:
     """The ``--first-only`` table: the first photo per variant, medians over rounds."""
     print("| variant | engine | first .ply s | photo 1 s | CPU s | peak RSS GB | stages (median s) |")
     print("| --- | --- | ---: | ---: | ---: | ---: | --- |")
     for variant, rows in results.items():
-        names = list(dict.fromkeys(n for r in rows for n in r["stages"]))
-        stages = ", ".join(
-            f"{n} {statistics.median(r['stages'].get(n, 0.0) for r in rows):.1f}" for n in names
-        )
+        stages = median_stages(rows)
         first = statistics.median(r["first_ply_s"] for r in rows)
-        photo = statistics.median(r["first_photo_s"] for r in rows)  # decode .. .ply of photo 1
+        photo = statistics.median(r["photo_s"][0] for r in rows)
         cpu = statistics.median(r["cpu_s"] for r in rows)
         rss = max(r["peak_rss_gb"] for r in rows)
         print(
