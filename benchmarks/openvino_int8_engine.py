@@ -77,8 +77,9 @@ def main() -> None:
     int8_details = engines["int8"].info.details
     print(
         f"int8 model: {int8_details['int8_model']} (cache hit {int8_details['int8_cache_hit']}, "
-        f"{int8_details['int8_seconds']} s; {int8_details['int8_matmuls']} MatMuls int8, "
-        f"{int8_details['float_matmuls']} in float); engines opened in {time.perf_counter() - started:.1f} s",
+        f"{int8_details['int8_seconds']} s; int8: {int8_details['int8_layers']}, "
+        f"{int8_details['float_layers']} weighted layer(s) in float); "
+        f"engines opened in {time.perf_counter() - started:.1f} s",
         flush=True,
     )
     resolution = engines["bf16"].info.resolution

@@ -584,7 +584,7 @@ def report(
             built = (
                 f"; int8 model {'from its cache' if hit else 'built now'}, its build took "
                 f"{info['int8_build_seconds']} s ({info.get('int8_rounds')} round(s), "
-                f"{info.get('int8_matmuls')} MatMuls int8, {info.get('float_matmuls')} in float)"
+                f"int8: {info.get('int8_layers')}, {info.get('float_layers')} weighted layer(s) in float)"
             )
         print(
             f"set-up {variant}: opened in {info['open_wall']:.1f} s "

@@ -22,9 +22,11 @@ from sharp_rt.engines.openvino_int8 import (
     CALIBRATION_DIR,
     CHECK_PHOTO,
     INT8_RECORD,
+    RankedLayer,
     calibration_input,
     calibration_photos,
     check_bounds,
+    float_layouts,
     gaussian_errors,
     read_int8_record,
     weight_ranking,
@@ -48,10 +50,13 @@ def test_int8_model_is_quantized_once_cached_next_to_the_export_and_reused(int8_
     model = Path(details["int8_model"])
     assert model.parent.parent == int8_export / "openvino-cache" and model.parent.name.startswith("int8-")
     record = json.loads((model.parent / INT8_RECORD).read_text())
-    assert record["int8_matmuls"] > 0 and record["rounds"][-1]["failures"] == []
+    assert record["int8_layers"]["MatMul"] > 0 and record["rounds"][-1]["failures"] == []
+    assert record["rounds"][-1]["int8_layers"] == record["int8_layers"]
     assert record["check_photo"] == CHECK_PHOTO and CHECK_PHOTO not in record["calibration"]
-    # the quantized model really computes the matrix products in int8 (FakeQuantize nodes feed them)
-    assert "FakeQuantize" in model.read_text()
+    # the quantized model really computes in int8: FakeQuantize nodes feed the int8 layers' weights
+    quantized = _int8_weighted_layers(model)
+    counts = {kind: sum(1 for k in quantized.values() if k == kind) for kind in ("MatMul", "Convolution")}
+    assert counts == record["int8_layers"]
     image, factor = _coffee(int8_export)
     int8_outputs = first.run(image, factor)
     first.close()
@@ -132,16 +137,41 @@ def test_predict_refuses_calibration_without_int8_in_one_line(tiny_export, tmp_p
     assert "Traceback" not in result.output
 
 
-def test_weight_ranking_orders_every_weighted_matmul_by_its_int8_error(tiny_export):
+def test_weight_ranking_orders_every_weighted_matmul_and_convolution_by_its_int8_error(tiny_export):
     import openvino as ov
 
     model = ov.Core().read_model(str(tiny_export / "model.onnx"))
     ranking = weight_ranking(model)
-    weighted = [op for op in model.get_ops() if op.get_type_name() == "MatMul"]
-    assert 0 < len(ranking) <= len(weighted)
-    errors = [error for _, error in ranking]
+    assert {layer.kind for layer in ranking} == {"MatMul", "Convolution"}
+    convolutions = [op for op in model.get_ops() if op.get_type_name() == "Convolution"]
+    assert sum(1 for layer in ranking if layer.kind == "Convolution") == len(convolutions)
+    matmuls = [op for op in model.get_ops() if op.get_type_name() == "MatMul"]
+    assert 0 < sum(1 for layer in ranking if layer.kind == "MatMul") <= len(matmuls)
+    errors = [layer.weight_error for layer in ranking]
     assert errors == sorted(errors, reverse=True)
     assert all(0 < error < 0.05 for error in errors)  # 8 bits per channel: well under 1 % of the norm
+
+
+def test_float_layouts_send_every_convolution_back_first_then_the_worst_matmuls():
+    ranking = [  # by weight error, as weight_ranking returns them
+        RankedLayer("mm_a", "MatMul", 0.9),
+        RankedLayer("conv_a", "Convolution", 0.8),
+        RankedLayer("mm_b", "MatMul", 0.7),
+        RankedLayer("conv_b", "Convolution", 0.6),
+        RankedLayer("mm_c", "MatMul", 0.4),
+        RankedLayer("mm_d", "MatMul", 0.3),
+    ]
+    convs = ["conv_a", "conv_b"]
+    assert list(float_layouts(ranking)) == [
+        [],
+        convs,
+        [*convs, "mm_a"],
+        [*convs, "mm_a", "mm_b", "mm_c"],
+        [*convs, "mm_a", "mm_b", "mm_c", "mm_d"],
+    ]
+    only_matmuls = [layer for layer in ranking if layer.kind == "MatMul"]
+    assert list(float_layouts(only_matmuls))[:2] == [[], ["mm_a"]]
+    assert list(float_layouts([])) == [[]]
 
 
 def test_errors_count_non_finite_gaussians_as_failures():
@@ -204,35 +234,38 @@ def test_statistic_outputs_are_listed_where_their_activation_is_computed():
     assert _outputs_in_graph_order(plain, {"y"}) is plain
 
 
-def test_quantizing_with_statistics_in_graph_order_gives_nncf_s_model(tiny_export):
+def test_every_layout_quantized_from_shared_statistics_is_nncf_s_own_model(tiny_export, tmp_path):
     import nncf
     import openvino as ov
 
     from sharp_rt.core.contract import read_manifest
-    from sharp_rt.engines.openvino_int8 import FLOAT_TYPES, _quantize
+    from sharp_rt.engines.openvino_int8 import FLOAT_TYPES, _LayoutQuantizer
 
     photos, _check = calibration_photos()
     resolution = read_manifest(tiny_export).internal_resolution
     dataset = [calibration_input(p, resolution) for p in photos[:2]]
     core = ov.Core()
-    model = core.read_model(str(tiny_export / "model.onnx"))
-    names = {name for output in model.outputs for name in output.get_names()}
-    ours = _quantize(nncf, model, dataset, [], names)
-    theirs = nncf.quantize(
-        core.read_model(str(tiny_export / "model.onnx")),
-        nncf.Dataset(dataset),
-        model_type=nncf.ModelType.TRANSFORMER,
-        subset_size=len(dataset),
-        ignored_scope=nncf.IgnoredScope(types=list(FLOAT_TYPES), validate=False),
-    )
-    assert "FakeQuantize" in {op.get_type_name() for op in ours.get_ops()}
+    layouts = list(float_layouts(weight_ranking(core.read_model(str(tiny_export / "model.onnx")))))
+    quantize = _LayoutQuantizer(tiny_export / "model.onnx", dataset, tmp_path)
     image, factor = _coffee(tiny_export)
     inputs = {"image": image, "disparity_factor": factor}
     config = {"INFERENCE_PRECISION_HINT": "f32"}
-    a = core.compile_model(ours, "CPU", config).create_infer_request().infer(inputs)
-    b = core.compile_model(theirs, "CPU", config).create_infer_request().infer(inputs)
-    for port in ours.outputs:
-        np.testing.assert_array_equal(a[port.get_any_name()], b[port.get_any_name()])
+    for excluded in [*layouts[:3], layouts[-1]]:  # all int8; convolutions back; + the worst MatMul; all
+        ours = quantize(excluded)
+        theirs = nncf.quantize(
+            core.read_model(str(tiny_export / "model.onnx")),
+            nncf.Dataset(dataset),
+            model_type=nncf.ModelType.TRANSFORMER,
+            subset_size=len(dataset),
+            ignored_scope=nncf.IgnoredScope(names=excluded, types=list(FLOAT_TYPES), validate=False),
+        )
+        a = core.compile_model(ours, "CPU", config).create_infer_request().infer(inputs)
+        b = core.compile_model(theirs, "CPU", config).create_infer_request().infer(inputs)
+        for port in ours.outputs:
+            np.testing.assert_array_equal(a[port.get_any_name()], b[port.get_any_name()])
+    assert len(quantize.collected) == 1  # the first round's statistics served every later layout
+    quantize.close()
+    assert list(tmp_path.iterdir()) == []
 
 
 def _coffee(export: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -240,3 +273,29 @@ def _coffee(export: Path) -> tuple[np.ndarray, np.ndarray]:
 
     inputs = calibration_input(DATA / "coffee.png", read_manifest(export).internal_resolution)
     return inputs["image"], inputs["disparity_factor"]
+
+
+def _int8_weighted_layers(model_xml: Path) -> dict[str, str]:
+    """Friendly name -> type of each MatMul / Convolution of a saved model whose weight is quantized.
+
+    Quantized: the weight input comes (through Convert / Subtract / Multiply / Reshape) from a
+    FakeQuantize or an int8 / uint8 constant (NNCF folds the weights' FakeQuantize into those).
+    """
+    import openvino as ov
+
+    found = {}
+    for op in ov.Core().read_model(str(model_xml)).get_ops():
+        if op.get_type_name() not in ("MatMul", "Convolution"):
+            continue
+        node = op.input_value(1).get_node()
+        while node.get_type_name() in ("Convert", "Subtract", "Multiply", "Reshape"):
+            node = node.input_value(0).get_node()
+        if node.get_type_name() == "FakeQuantize":  # on a weight, not an activation (attention)
+            node = node.input_value(0).get_node()
+            while node.get_type_name() == "Convert":
+                node = node.input_value(0).get_node()
+            if node.get_type_name() == "Constant":
+                found[op.get_friendly_name()] = op.get_type_name()
+        elif node.get_type_name() == "Constant" and node.get_element_type().get_type_name() in ("i8", "u8"):
+            found[op.get_friendly_name()] = op.get_type_name()
+    return found

@@ -319,7 +319,7 @@ def _cpu_choice(
 
 
 def _int8_choice(machine: Machine, artifacts: list[ArtifactOption]) -> Choice:
-    """``--precision int8``: OpenVINO's int8 matrix products, quantized from an fp32 export (opt-in)."""
+    """``--precision int8``: OpenVINO int8, quantized from an fp32 export (opt-in)."""
     fp32_artifact = _pick(artifacts, "fp32")
     if "openvino" not in machine.backends or fp32_artifact is None:
         raise SharpError(
@@ -330,8 +330,8 @@ def _int8_choice(machine: Machine, artifacts: list[ArtifactOption]) -> Choice:
         "openvino",
         "int8",
         fp32_artifact.directory,
-        "int8 requested: OpenVINO int8 matrix products (opt-in; auto does not pick it: 1.40x bf16 measured "
-        "on the full model, short of the 1.6x and the per-Gaussian bound its choice needs)",
+        "int8 requested: OpenVINO int8 (matrix products; convolutions where they keep the bound) (opt-in; "
+        "auto does not pick it: 1.40x bf16 measured on the full model, short of the 1.6x its choice needs)",
     )
 
 

@@ -306,8 +306,8 @@ class OpenVinoEngine(Engine):
                 "int8_model": str(self.model_path),
                 "int8_cache_hit": int8_hit,
                 "int8_seconds": round(time.perf_counter() - started, 1),
-                "int8_matmuls": record.get("int8_matmuls"),
-                "float_matmuls": len(record.get("float_matmuls", [])),
+                "int8_layers": record.get("int8_layers"),
+                "float_layers": len(record.get("float_layers", [])),
             }
         layout: dict[str, object] = {}
         if self.precision == "bf16":

@@ -1,42 +1,49 @@
-"""int8 for OpenVINO: NNCF post-training static quantization of an fp32 export's matrix products.
+"""int8 for OpenVINO: NNCF post-training static quantization of an fp32 export (MatMuls, convolutions).
 
 ```
 int8_model(manifest, calibration=None)                       (under a lock; cached, atomic folder publish)
   calibration_photos(DIR | shipped)  ─> preprocess as `sharp-rt predict` ─> calibration inputs
   reference: OpenVINO fp32 on the held-out check photo
   rank the MatMul weights by their int8 rounding error (per output channel, symmetric)
-  round k: nncf.quantize(model.onnx, ignored = every convolution + the excluded MatMuls;
-                        statistics outputs in graph order) ─> model.xml (staging folder)
+  round k: nncf.quantize(model.onnx, ignored = transposed / grouped convolutions + layout k's float
+                        layers; statistics outputs in graph order) ─> model.xml (staging folder)
            ─> run it on the check photo ─> per-Gaussian errors against fp32 ─> within INT8_BOUNDS? done
-           else exclude the next 1, 2, 4, ... MatMuls of the ranking and quantize again
+           else the next layout (float_layouts: every convolution back to float, then
+           MatMuls 1, 3, 7, ...) and quantize again
   ─> <cache>/int8-<key>/model.xml + model.bin + int8.json (the layout, the rounds, the errors)
 ```
 
 * What runs in int8: the matrix products (FullyConnected: the ViTs' linear layers, 62 % of the
   full model's forward on a Zen 4 CPU; docs/benchmarks.md, "Where OpenVINO's forward time goes")
-  as OpenVINO's ``brgemm_avx512_I8`` kernels (AVX512-VNNI / AMX-INT8).  Convolutions stay in the
-  engine's float precision (bf16 where the CPU has native bf16 units, else fp32).  NNCF's
-  transformer preset (``ModelType.TRANSFORMER``: SmoothQuant, per-channel symmetric weights,
-  per-tensor activations) is used as NNCF documents it for ViTs.
-* The layout is chosen for these weights: when the quantized model misses :data:`INT8_BOUNDS`
-  on the check photo, the MatMuls whose weights int8 rounds worst (relative Frobenius error of
-  per-output-channel symmetric int8, computed from the weights alone) go back to float first,
-  1, then 2, 4, ... more per round, until the bound holds.  When every MatMul is excluded and
-  the bound still fails, :class:`EngineError` says so and names bf16.
+  as OpenVINO's ``brgemm_avx512_I8`` kernels (AVX512-VNNI / AMX-INT8), and the plain
+  convolutions (the decoders' 3x3 and 1x1 convolutions, 25-30 % of the forward, and the ViTs'
+  patch embeddings).  Transposed and grouped convolutions stay in the engine's float precision
+  (bf16 where the CPU has native bf16 units, else fp32), as does whatever the layout leaves in
+  float.  NNCF's transformer preset (``ModelType.TRANSFORMER``: SmoothQuant on the MatMuls,
+  per-channel symmetric weights, per-tensor activations) is used as NNCF documents it for ViTs.
+* The layout is chosen for these weights (:func:`float_layouts`): when the quantized model misses
+  :data:`INT8_BOUNDS` on the check photo, the convolutions go back to float (all of them: the
+  matrix-products-only layout), then the MatMuls whose weights int8 rounds worst (relative
+  Frobenius error of per-output-channel symmetric int8, computed from the weights alone), 1, 3,
+  7, ... of them, until the bound holds.  When every layer is in float and the bound still
+  fails, :class:`EngineError` says so and names bf16.
 * Calibration: real photos that no test, evaluation or export probe uses, shipped in
   ``sharp_rt/engines/data/calibration/`` (README there: sources and licences), or the user's
   folder (``--calibration DIR``).  The shipped set's last photo (name order) is held out as the
   check photo; with a user's folder all its photos calibrate and the shipped check photo checks.
 * The cache: ``<artifact>/openvino-cache/int8-<key>/`` (the user cache for a read-only export,
   as :func:`sharp_rt.engines.openvino_engine.cache_directory`), ``key`` over the export's
-  sha256s, the OpenVINO, NNCF and sharp-rt versions and the calibration photos' sha256s.  A
+  sha256s, the OpenVINO, NNCF and sharp-rt versions, the float precision, the quantized op types
+  (:data:`INT8_TYPES`) and the calibration photos' sha256s.  A
   folder is published by one rename after ``int8.json`` is written into it, so a reader sees
   a complete model or none; builders serialize on a lock file, and a folder without a
   readable ``int8.json`` whose files match it is removed and built again.
-* Cost: the build runs the model in fp32 over the calibration photos twice (NNCF's SmoothQuant
-  and range statistics), OpenVINO fp32 once on the check photo, then the int8 model once per
-  round; on ``tiny`` 10-45 s, on ``tiny1536`` 157 s (loaded machine).  Loading a cached
-  int8 model does not import NNCF (NNCF imports torch when torch is installed; the build does).
+* Cost: the build runs the model in fp32 over the calibration photos for NNCF's SmoothQuant
+  statistics once and for its range statistics once or a few times (rounds reuse them where
+  they can: :class:`_LayoutQuantizer`), OpenVINO fp32 once on the check photo, then per round
+  NNCF's bias correction and the int8 model once on the check photo; on ``tiny`` 10-70 s, on
+  the full model see docs/benchmarks.md ("int8 convolutions").  Loading a cached int8 model
+  does not import NNCF (NNCF imports torch when torch is installed; the build does).
 * Memory: NNCF's statistics models run with their outputs reordered
   (:func:`_statistics_in_graph_order`), so a statistics pass peaks like a plain fp32 forward;
   as NNCF ships them they kept every activation a statistic reads until the end of the forward
@@ -58,6 +65,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -68,9 +76,11 @@ CALIBRATION_DIR = Path(__file__).parent / "data" / "calibration"
 CHECK_PHOTO = "st_fagans_interior.jpg"  # held out of the shipped calibration set: the int8 check
 INT8_DIR_PREFIX = "int8-"
 INT8_RECORD = "int8.json"
-# Layer types NNCF leaves in float: every convolution (the decoders; 25 % of the forward, kept for a
-# later step) -- only matrix products are quantized.
-FLOAT_TYPES = ("Convolution", "ConvolutionBackpropData", "GroupConvolution")
+# Layer types quantized (matrix products and plain convolutions; the layout then leaves some in float,
+# :func:`float_layouts`) and types NNCF always leaves in float (transposed and grouped convolutions:
+# the pyramid merge's upsampling, < 1 % of the forward).
+INT8_TYPES = ("MatMul", "Convolution")
+FLOAT_TYPES = ("ConvolutionBackpropData", "GroupConvolution")
 MIN_CALIBRATION_PHOTOS = 2
 MAX_CALIBRATION_PHOTOS = 32  # more adds build time (one fp32 forward each) and little to the statistics
 # The int8 engine's bound against fp32, per Gaussian: the bf16 bound of sharp_rt.export.validate.TOLERANCES
@@ -162,16 +172,25 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def weight_ranking(model) -> list[tuple[str, float]]:
-    """The MatMuls with a constant weight, by the int8 rounding error of that weight, largest first.
+class RankedLayer(NamedTuple):
+    """A layer int8 can take: one of :data:`INT8_TYPES` with a constant weight."""
+
+    name: str  # OpenVINO friendly name (what NNCF's ignored scope takes)
+    kind: str  # "MatMul" or "Convolution"
+    weight_error: float  # relative Frobenius error of its weight under per-output-channel symmetric int8
+
+
+def weight_ranking(model) -> list[RankedLayer]:
+    """The int8-able layers (:data:`INT8_TYPES`, constant weight), by weight int8 error, largest first.
 
     model: an ``openvino.Model``.  Error: ``‖W − Q(W)‖_F / ‖W‖_F`` with ``Q`` symmetric int8 per
-    output channel (scale = max |w| of the channel / 127), NNCF's weight scheme for transformers.
-    Returns (friendly name, error) pairs.
+    output channel (scale = max |w| of the channel / 127), NNCF's weight scheme for transformers and
+    convolutions; a convolution's weight ``[out, in, kh, kw]`` is read as ``[out, in·kh·kw]``.
     """
     ranking = []
-    for op in model.get_ops():
-        if op.get_type_name() != "MatMul":
+    for op in model.get_ordered_ops():
+        kind = op.get_type_name()
+        if kind not in INT8_TYPES:
             continue
         source = op.input_value(1).get_node()
         while source.get_type_name() == "Convert" and source.get_input_size() == 1:
@@ -181,14 +200,49 @@ def weight_ranking(model) -> list[tuple[str, float]]:
         weight = np.asarray(source.get_data(), dtype=np.float32)
         if weight.ndim < 2:
             continue
-        transposed = op.get_attributes().get("transpose_b", False)
-        channels = weight if transposed else np.swapaxes(weight, -1, -2)  # [..., out, in]
+        if kind == "Convolution":
+            channels = weight.reshape(weight.shape[0], -1)  # [out, in*kh*kw]
+        elif op.get_attributes().get("transpose_b", False):
+            channels = weight  # [..., out, in]
+        else:
+            channels = np.swapaxes(weight, -1, -2)
         scale = np.abs(channels).max(axis=-1, keepdims=True) / 127.0
         scale = np.where(scale > 0, scale, 1.0)
         rounded = np.clip(np.round(channels / scale), -127, 127) * scale
         error = float(np.linalg.norm(channels - rounded) / max(np.linalg.norm(channels), 1e-30))
-        ranking.append((op.get_friendly_name(), error))
-    return sorted(ranking, key=lambda item: -item[1])
+        ranking.append(RankedLayer(op.get_friendly_name(), kind, error))
+    return sorted(ranking, key=lambda layer: -layer.weight_error)
+
+
+def float_layouts(ranking: list[RankedLayer]) -> Iterator[list[str]]:
+    """The layers to leave in float, round after round, as the int8 layout shrinks.
+
+    ranking: :func:`weight_ranking`'s layers.  Yields lists of friendly names, each a superset of
+    the one before: none (every MatMul and convolution in int8); every convolution (the
+    matrix-products-only layout); then every convolution and the MatMuls whose weights int8
+    rounds worst, 1, 3, 7, ..., ending with all of them.
+
+    Why the convolutions go back all at once: on the full model (synthetic seed 0) every
+    convolution in int8 missed the bound on the means (97.1 % within 1e-2), and so did the
+    layouts with the quarter and the half of them nearest the outputs in float (98.5 %, 99.7 %):
+    the monodepth decoder's convolutions, 25 % of the forward and the ones int8 would speed,
+    move the depth, and the means with it.  Those two layouts cost a build ~14 min (NNCF's
+    quantizer propagation made one of them collect statistics again), so they are not tried.
+    The all-int8 round collects the statistics the matrix-products-only round then reuses, so a
+    build whose convolutions miss costs about what a matrix-products-only build did
+    (docs/benchmarks.md, "int8 convolutions").
+    """
+    convolutions = [layer.name for layer in ranking if layer.kind == "Convolution"]
+    matmuls = [layer.name for layer in ranking if layer.kind == "MatMul"]
+    yield []
+    if convolutions:
+        yield convolutions
+    count = 1
+    while matmuls:
+        yield convolutions + matmuls[: min(count, len(matmuls))]
+        if count >= len(matmuls):
+            return
+        count = 2 * count + 1
 
 
 def gaussian_errors(
@@ -275,7 +329,8 @@ def int8_key(file_hashes: list[str], calibration: list[Path], check: Path, hint:
     except Exception:  # not installed: the build will say so
         nncf_version = "none"
     photos = [file_sha256(p) for p in [*calibration, check]]
-    text = "|".join([*file_hashes, openvino.__version__, nncf_version, __version__, hint, *photos])
+    layout = "int8:" + "+".join(INT8_TYPES)  # a cache built for another op set is another model
+    text = "|".join([*file_hashes, openvino.__version__, nncf_version, __version__, hint, layout, *photos])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -373,48 +428,56 @@ def _build(manifest, photos: list[Path], check: Path, out: Path, threads, log, h
     log(f"int8: OpenVINO fp32 reference on the check photo {check.name}")
     reference = run(str(manifest.onnx_path))
     ranking = weight_ranking(core.read_model(str(manifest.onnx_path)))
-    excluded: list[str] = []
     rounds = []
-    while True:
-        log(
-            f"int8: quantizing ({len(ranking) - len(excluded)} of {len(ranking)} weighted MatMuls in int8, "
-            f"{len(dataset)} calibration photos)"
-        )
-        model = core.read_model(str(manifest.onnx_path))
-        output_names = {name for output in model.outputs for name in output.get_names()}
-        quantized = _quantize(nncf, model, dataset, excluded, output_names)
-        del model
-        # saved first and checked as saved: the check runs the file the cache will hold, and the
-        # quantized graph (its SmoothQuant-scaled float weights) is freed before that compile
-        ov.save_model(quantized, str(out / "model.xml"), compress_to_fp16=False)
-        del quantized
-        gc.collect()
-        summary, failures = check_bounds(gaussian_errors(run(str(out / "model.xml"), hint), reference))
-        rounds.append({"excluded": len(excluded), "errors": summary, "failures": failures})
-        if not failures:
-            break
-        log(f"int8: misses its bound ({failures[0]}) with {len(excluded)} MatMul(s) in float")
-        left = [name for name, _ in ranking if name not in excluded]
-        if not left:
+    failures = ["no layout tried"]
+    quantize = _LayoutQuantizer(manifest.onnx_path, dataset, out)
+    try:
+        for excluded in float_layouts(ranking):
+            counts = _int8_counts(ranking, excluded)
+            log(f"int8: quantizing ({_describe(counts)} in int8, {len(dataset)} calibration photos)")
+            quantized = quantize(excluded)
+            # saved first and checked as saved: the check runs the file the cache will hold, and the
+            # quantized graph (its SmoothQuant-scaled float weights) is freed before that compile
+            ov.save_model(quantized, str(out / "model.xml"), compress_to_fp16=False)
+            del quantized
+            gc.collect()
+            summary, failures = check_bounds(gaussian_errors(run(str(out / "model.xml"), hint), reference))
+            rounds.append(
+                {
+                    "excluded": len(excluded),
+                    "int8_layers": counts,
+                    "errors": summary,
+                    "failures": failures,
+                    "seconds": round(time.perf_counter() - started, 1),
+                }
+            )
+            if not failures:
+                break
+            log(f"int8: misses its bound ({failures[0]}) with {_describe(counts)} in int8")
+        else:
             raise EngineError(
-                "int8 cannot meet its bound on these weights even with every MatMul in float "
-                f"({failures[0]})",
+                f"int8 cannot meet its bound on these weights even with every layer in float ({failures[0]})",
                 hint="use --precision bf16 (or auto)",
             )
-        excluded += left[: 2 ** (len(rounds) - 1)]
+    finally:
+        quantize.close()
     record = {
         "format": "sharp-rt-openvino-int8",
         "export": {"files": files_of(manifest), "config": manifest.config},
         "calibration": [p.name for p in photos],
         "check_photo": check.name,
+        "int8_types": list(INT8_TYPES),
         "float_types": list(FLOAT_TYPES),
         "float_precision": hint,
-        "float_matmuls": [
-            {"name": name, "weight_error": error} for name, error in ranking if name in excluded
+        "int8_layers": counts,
+        "float_layers": [
+            {"name": layer.name, "type": layer.kind, "weight_error": layer.weight_error}
+            for layer in ranking
+            if layer.name in set(excluded)
         ],
-        "int8_matmuls": len(ranking) - len(excluded),
         "bounds": {name: {"within": w, "max": m} for name, (w, m) in INT8_BOUNDS.items()},
         "rounds": rounds,
+        "statistics_collections": len(quantize.collected),
         "seconds": round(time.perf_counter() - started, 1),
         "peak_rss_mib": _peak_rss_mib(),
         "files": {name: (out / name).stat().st_size for name in ("model.xml", "model.bin")},
@@ -427,23 +490,131 @@ def _build(manifest, photos: list[Path], check: Path, out: Path, threads, log, h
     return record
 
 
-def _quantize(nncf, model, dataset: list[dict[str, np.ndarray]], excluded: list[str], output_names: set[str]):
-    """``nncf.quantize`` as NNCF documents it for transformers; returns the quantized ``openvino.Model``.
+def _int8_counts(ranking: list[RankedLayer], excluded: list[str]) -> dict[str, int]:
+    """How many weighted layers of each :data:`INT8_TYPES` type run in int8 when ``excluded`` stay float."""
+    left = set(excluded)
+    return {
+        kind: sum(1 for layer in ranking if layer.kind == kind and layer.name not in left)
+        for kind in INT8_TYPES
+    }
 
-    ``ModelType.TRANSFORMER`` (SmoothQuant, symmetric per-channel weights, per-tensor activation
-    ranges, fast bias correction), every convolution and the ``excluded`` MatMuls left in float.
-    NNCF's statistics models run with their outputs in graph order
-    (:func:`_statistics_in_graph_order`): the same model and statistics, the peak memory of a
-    plain fp32 forward.  output_names: the model's own output tensor names.
+
+def _describe(counts: dict[str, int]) -> str:
+    return ", ".join(f"{count} {kind}" for kind, count in counts.items())
+
+
+class _LayoutQuantizer:
+    """``nncf.quantize`` (``ModelType.TRANSFORMER``) of one export, a layout per call, rounds sharing work.
+
+    NNCF's post-training pipeline (``create_ptq_pipeline``) runs in steps, each on statistics of
+    the model the step before left: SmoothQuant (on the MatMuls; it takes no ignored scope, so its
+    result does not depend on the layout), then MinMax quantization with fast bias correction
+    (the ignored scope applies here).  So the smoothed model is computed once (saved to
+    ``scratch`` and read back, which maps its weights) and the last step's statistics are reused
+    by a later round whenever earlier collections hold every statistic that round's layout asks
+    for (:func:`_statistics_for`: the same numbers a new collection would give).  Sending layers
+    back to float mostly asks for fewer statistics, but NNCF's quantizer propagation can move an
+    activation quantizer to a point no earlier layout had (``tiny`` and the full model: half the
+    convolutions in float); then that round collects again.  A round that reuses costs the bias
+    correction and the check (full model: ~4 min), not two statistics passes over the
+    calibration photos (~15 min more).  The steps, their order and the weight compression at the end
+    are NNCF's own (``nncf.openvino.quantization.quantize_model.native_quantize_impl``); a test
+    checks that every layout gives ``nncf.quantize``'s model exactly.  Statistics models run in
+    graph order (:func:`_statistics_in_graph_order`): the peak memory of a plain fp32 forward.
     """
-    with _statistics_in_graph_order(output_names):
-        return nncf.quantize(
-            model,
-            nncf.Dataset(dataset),
+
+    def __init__(self, onnx_path: Path, dataset: list[dict[str, np.ndarray]], scratch: Path) -> None:
+        self.onnx_path = onnx_path  # the fp32 export's model.onnx
+        self.dataset = dataset  # the calibration inputs, as calibration_input returns them
+        self.smoothed_path = scratch / "smoothed.xml"  # the model after the layout-independent steps
+        self.collected: list = []  # the last step's statistics, each collection (StatisticPointsContainer)
+
+    def __call__(self, excluded: list[str]):
+        """The export quantized, ``excluded`` (names) and :data:`FLOAT_TYPES` in float: an ``ov.Model``."""
+        import nncf
+        import openvino as ov
+        from nncf.openvino.graph.model_utils import remove_friendly_name_duplicates
+        from nncf.openvino.graph.nncf_graph_builder import GraphConverter
+        from nncf.quantization.algorithms.pipeline import collect_statistics
+        from nncf.quantization.algorithms.post_training.pipeline import create_ptq_pipeline
+        from openvino._offline_transformations import compress_quantize_weights_transformation
+
+        pipeline = create_ptq_pipeline(
+            subset_size=len(self.dataset),
             model_type=nncf.ModelType.TRANSFORMER,
-            subset_size=len(dataset),
             ignored_scope=nncf.IgnoredScope(names=list(excluded), types=list(FLOAT_TYPES), validate=False),
         )
+        last = len(pipeline.pipeline_steps) - 1
+        dataset = nncf.Dataset(self.dataset)
+        core = ov.Core()
+        original = core.read_model(str(self.onnx_path))
+        output_names = {name for output in original.outputs for name in output.get_names()}
+        with _statistics_in_graph_order(output_names):
+            if not self.smoothed_path.exists():
+                model = remove_friendly_name_duplicates(original)
+                for step in range(last):
+                    graph = GraphConverter.create_nncf_graph(model)
+                    points = pipeline.get_statistic_points_for_step(step, model, graph)
+                    model = pipeline.run_step(
+                        step, collect_statistics(points, model, graph, dataset), model, graph
+                    )
+                ov.save_model(model, str(self.smoothed_path), compress_to_fp16=False)
+                del model
+            del original
+            gc.collect()
+            model = core.read_model(str(self.smoothed_path))
+            graph = GraphConverter.create_nncf_graph(model)
+            points = pipeline.get_statistic_points_for_step(last, model, graph)
+            statistics = _statistics_for(self.collected, points)
+            if statistics is None:
+                statistics = collect_statistics(points, model, graph, dataset)
+                self.collected.append(statistics)
+            quantized = pipeline.run_step(last, statistics, model, graph)
+        compress_quantize_weights_transformation(quantized)  # as nncf.quantize: int8 weight constants
+        return quantized
+
+    def close(self) -> None:
+        """Remove the smoothed model from the scratch folder."""
+        for suffix in (".xml", ".bin"):
+            self.smoothed_path.with_suffix(suffix).unlink(missing_ok=True)
+
+
+def _statistics_for(collected: list, required):
+    """``required``'s statistics taken from earlier collections, or None where they lack one.
+
+    collected, required: NNCF ``StatisticPointsContainer`` s of the same model.  A statistic is
+    taken when a collection has one at the same target point, from the same algorithm (NNCF keys each
+    algorithm instance as ``<kind>_<instance hash>``: ``MMQ_...``, ``FBC_...``; the kind must
+    match) and with the same reducers and aggregators; it is filed under ``required``'s key, the
+    one this round's algorithm instance reads.
+    """
+    from nncf.common.tensor_statistics.statistic_point import StatisticPoint, StatisticPointsContainer
+
+    def kind(key: str) -> str:
+        return key.rsplit("_", 1)[0]
+
+    def same(a, b) -> bool:
+        return a.reducers == b.reducers and set(a.aggregators) == set(b.aggregators)
+
+    taken = StatisticPointsContainer()
+    for algorithm, point, collector in required.get_tensor_collectors():
+        match = next(
+            (
+                candidate
+                for container in collected
+                for cached in container.get(point.target_point.target_node_name, [])
+                if cached.target_point == point.target_point
+                for key, candidates in cached.algorithm_to_tensor_collectors.items()
+                if kind(key) == kind(algorithm)
+                for candidate in candidates
+                if same(candidate, collector)
+            ),
+            None,
+        )
+        if match is None:
+            return None
+        taken.add_statistic_point(StatisticPoint(point.target_point, match, algorithm))
+    return taken
 
 
 @contextlib.contextmanager
