@@ -12,7 +12,8 @@ OpenVinoEngine(artifact, precision="auto", threads=None)
   capability (native bf16 units: AMX-BF16 or AVX512-BF16) and fp32 elsewhere, and
   ``info.details["precision_reason"]`` says which and why.  Weights stay as the
   artifact stores them (fp32 or fp16); OpenVINO converts them once at compile time.
-* ``int8`` (opt-in, never chosen by ``auto``): the matrix products run in int8, from a model
+* ``int8`` (opt-in, never chosen by ``auto``): the matrix products (and the convolutions, where
+  they keep the bound) run in int8, from a model
   NNCF quantizes from the fp32 export on the first open and caches next to the export
   (:mod:`sharp_rt.engines.openvino_int8`: calibration photos, the bound, the layout); the rest
   computes in bf16 where the CPU has native bf16 units, else fp32.  ``calibration``: a folder of

@@ -4,9 +4,10 @@
 int8_model(manifest, calibration=None)                       (under a lock; cached, atomic folder publish)
   calibration_photos(DIR | shipped)  ─> preprocess as `sharp-rt predict` ─> calibration inputs
   reference: OpenVINO fp32 on the held-out check photo
-  rank the MatMul weights by their int8 rounding error (per output channel, symmetric)
-  round k: nncf.quantize(model.onnx, ignored = transposed / grouped convolutions + layout k's float
-                        layers; statistics outputs in graph order) ─> model.xml (staging folder)
+  rank the MatMul and Convolution weights by their int8 rounding error (per output channel, symmetric)
+  round k: NNCF's PTQ pipeline (_LayoutQuantizer: SmoothQuant once, statistics reused across rounds;
+           ignored = transposed / grouped convolutions + layout k's float layers; statistics
+           outputs in graph order) ─> model.xml (staging folder)
            ─> run it on the check photo ─> per-Gaussian errors against fp32 ─> within INT8_BOUNDS? done
            else the next layout (float_layouts: every convolution back to float, then
            MatMuls 1, 3, 7, ...) and quantize again
@@ -25,8 +26,8 @@ int8_model(manifest, calibration=None)                       (under a lock; cach
   :data:`INT8_BOUNDS` on the check photo, the convolutions go back to float (all of them: the
   matrix-products-only layout), then the MatMuls whose weights int8 rounds worst (relative
   Frobenius error of per-output-channel symmetric int8, computed from the weights alone), 1, 3,
-  7, ... of them, until the bound holds.  When every layer is in float and the bound still
-  fails, :class:`EngineError` says so and names bf16.
+  7, ... of them, until the bound holds.  When every weighted layer is in float and the bound
+  still fails, :class:`EngineError` says so and names bf16.
 * Calibration: real photos that no test, evaluation or export probe uses, shipped in
   ``sharp_rt/engines/data/calibration/`` (README there: sources and licences), or the user's
   folder (``--calibration DIR``).  The shipped set's last photo (name order) is held out as the
@@ -456,7 +457,8 @@ def _build(manifest, photos: list[Path], check: Path, out: Path, threads, log, h
             log(f"int8: misses its bound ({failures[0]}) with {_describe(counts)} in int8")
         else:
             raise EngineError(
-                f"int8 cannot meet its bound on these weights even with every layer in float ({failures[0]})",
+                f"int8 cannot meet its bound on these weights even with every weighted layer in float "
+                f"({failures[0]})",
                 hint="use --precision bf16 (or auto)",
             )
     finally:
@@ -519,7 +521,9 @@ class _LayoutQuantizer:
     correction and the check (full model: ~4 min), not two statistics passes over the
     calibration photos (~15 min more).  The steps, their order and the weight compression at the end
     are NNCF's own (``nncf.openvino.quantization.quantize_model.native_quantize_impl``); a test
-    checks that every layout gives ``nncf.quantize``'s model exactly.  Statistics models run in
+    checks that every layout's model computes ``nncf.quantize``'s outputs bit for bit.  A model
+    NNCF would treat otherwise (``If`` operations) or a pipeline step without OpenVINO support
+    goes through plain ``nncf.quantize`` instead (same model, no sharing).  Statistics models run in
     graph order (:func:`_statistics_in_graph_order`): the peak memory of a plain fp32 forward.
     """
 
@@ -528,29 +532,46 @@ class _LayoutQuantizer:
         self.dataset = dataset  # the calibration inputs, as calibration_input returns them
         self.smoothed_path = scratch / "smoothed.xml"  # the model after the layout-independent steps
         self.collected: list = []  # the last step's statistics, each collection (StatisticPointsContainer)
+        self.output_names: set[str] | None = None  # the model's own output tensor names (read once)
 
     def __call__(self, excluded: list[str]):
         """The export quantized, ``excluded`` (names) and :data:`FLOAT_TYPES` in float: an ``ov.Model``."""
         import nncf
         import openvino as ov
+        from nncf.common.utils.backend import BackendType
         from nncf.openvino.graph.model_utils import remove_friendly_name_duplicates
         from nncf.openvino.graph.nncf_graph_builder import GraphConverter
+        from nncf.openvino.graph.node_utils import get_number_if_op
         from nncf.quantization.algorithms.pipeline import collect_statistics
         from nncf.quantization.algorithms.post_training.pipeline import create_ptq_pipeline
         from openvino._offline_transformations import compress_quantize_weights_transformation
 
+        ignored = nncf.IgnoredScope(names=list(excluded), types=list(FLOAT_TYPES), validate=False)
         pipeline = create_ptq_pipeline(
-            subset_size=len(self.dataset),
-            model_type=nncf.ModelType.TRANSFORMER,
-            ignored_scope=nncf.IgnoredScope(names=list(excluded), types=list(FLOAT_TYPES), validate=False),
+            subset_size=len(self.dataset), model_type=nncf.ModelType.TRANSFORMER, ignored_scope=ignored
         )
         last = len(pipeline.pipeline_steps) - 1
         dataset = nncf.Dataset(self.dataset)
         core = ov.Core()
-        original = core.read_model(str(self.onnx_path))
-        output_names = {name for output in original.outputs for name in output.get_names()}
-        with _statistics_in_graph_order(output_names):
-            if not self.smoothed_path.exists():
+        original = core.read_model(str(self.onnx_path)) if not self.smoothed_path.exists() else None
+        if self.output_names is None:
+            model = original if original is not None else core.read_model(str(self.onnx_path))
+            self.output_names = {name for output in model.outputs for name in output.get_names()}
+        openvino_steps = all(
+            BackendType.OPENVINO in algorithm.available_backends
+            for step in pipeline.pipeline_steps
+            for algorithm in step
+        )
+        with _statistics_in_graph_order(self.output_names):
+            if original is not None and (get_number_if_op(original) > 0 or not openvino_steps):
+                return nncf.quantize(  # what NNCF does differently there is NNCF's to do
+                    original,
+                    dataset,
+                    model_type=nncf.ModelType.TRANSFORMER,
+                    subset_size=len(self.dataset),
+                    ignored_scope=ignored,
+                )
+            if original is not None:
                 model = remove_friendly_name_duplicates(original)
                 for step in range(last):
                     graph = GraphConverter.create_nncf_graph(model)
@@ -576,7 +597,8 @@ class _LayoutQuantizer:
     def close(self) -> None:
         """Remove the smoothed model from the scratch folder."""
         for suffix in (".xml", ".bin"):
-            self.smoothed_path.with_suffix(suffix).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # Windows: still mapped by a failed round's traceback
+                self.smoothed_path.with_suffix(suffix).unlink(missing_ok=True)
 
 
 def _statistics_for(collected: list, required):
