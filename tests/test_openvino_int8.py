@@ -245,8 +245,10 @@ def test_every_layout_quantized_from_shared_statistics_is_nncf_s_own_model(tiny_
     resolution = read_manifest(tiny_export).internal_resolution
     dataset = [calibration_input(p, resolution) for p in photos[:2]]
     core = ov.Core()
-    layouts = list(float_layouts(weight_ranking(core.read_model(str(tiny_export / "model.onnx")))))
-    quantize = _LayoutQuantizer(tiny_export / "model.onnx", dataset, tmp_path)
+    model = core.read_model(str(tiny_export / "model.onnx"))
+    layouts = list(float_layouts(weight_ranking(model)))
+    names = {name for output in model.outputs for name in output.get_names()}
+    quantize = _LayoutQuantizer(tiny_export / "model.onnx", dataset, tmp_path, names)
     image, factor = _coffee(tiny_export)
     inputs = {"image": image, "disparity_factor": factor}
     config = {"INFERENCE_PRECISION_HINT": "f32"}

@@ -189,7 +189,7 @@ def weight_ranking(model) -> list[RankedLayer]:
     convolutions; a convolution's weight ``[out, in, kh, kw]`` is read as ``[out, in·kh·kw]``.
     """
     ranking = []
-    for op in model.get_ordered_ops():
+    for op in model.get_ops():
         kind = op.get_type_name()
         if kind not in INT8_TYPES:
             continue
@@ -428,10 +428,13 @@ def _build(manifest, photos: list[Path], check: Path, out: Path, threads, log, h
 
     log(f"int8: OpenVINO fp32 reference on the check photo {check.name}")
     reference = run(str(manifest.onnx_path))
-    ranking = weight_ranking(core.read_model(str(manifest.onnx_path)))
+    model = core.read_model(str(manifest.onnx_path))
+    ranking = weight_ranking(model)
+    output_names = {name for output in model.outputs for name in output.get_names()}
+    del model
     rounds = []
     failures = ["no layout tried"]
-    quantize = _LayoutQuantizer(manifest.onnx_path, dataset, out)
+    quantize = _LayoutQuantizer(manifest.onnx_path, dataset, out, output_names)
     try:
         for excluded in float_layouts(ranking):
             counts = _int8_counts(ranking, excluded)
@@ -527,12 +530,14 @@ class _LayoutQuantizer:
     graph order (:func:`_statistics_in_graph_order`): the peak memory of a plain fp32 forward.
     """
 
-    def __init__(self, onnx_path: Path, dataset: list[dict[str, np.ndarray]], scratch: Path) -> None:
+    def __init__(
+        self, onnx_path: Path, dataset: list[dict[str, np.ndarray]], scratch: Path, output_names: set[str]
+    ) -> None:
         self.onnx_path = onnx_path  # the fp32 export's model.onnx
         self.dataset = dataset  # the calibration inputs, as calibration_input returns them
         self.smoothed_path = scratch / "smoothed.xml"  # the model after the layout-independent steps
+        self.output_names = output_names  # the model's own output tensor names
         self.collected: list = []  # the last step's statistics, each collection (StatisticPointsContainer)
-        self.output_names: set[str] | None = None  # the model's own output tensor names (read once)
 
     def __call__(self, excluded: list[str]):
         """The export quantized, ``excluded`` (names) and :data:`FLOAT_TYPES` in float: an ``ov.Model``."""
@@ -554,9 +559,6 @@ class _LayoutQuantizer:
         dataset = nncf.Dataset(self.dataset)
         core = ov.Core()
         original = core.read_model(str(self.onnx_path)) if not self.smoothed_path.exists() else None
-        if self.output_names is None:
-            model = original if original is not None else core.read_model(str(self.onnx_path))
-            self.output_names = {name for output in model.outputs for name in output.get_names()}
         openvino_steps = all(
             BackendType.OPENVINO in algorithm.available_backends
             for step in pipeline.pipeline_steps
